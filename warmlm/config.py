@@ -1,0 +1,106 @@
+"""Configuration: frozen dataclasses checked at construction, read from `WARMLM_*` or CLI flags."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "WARMLM_"
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of range or malformed."""
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get(ENV_PREFIX + "CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "warmlm"
+
+
+def default_threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How the llama.cpp engine runs: context, parallel sequences, threads, step budget."""
+
+    model_path: Path
+    n_ctx: int = 8192
+    parallel: int = 4
+    threads: int = field(default_factory=default_threads)
+    max_batch_tokens: int = 512
+    prefill_chunk: int = 64
+    max_queue: int = 64
+    queue_timeout: float = 60.0
+    default_max_tokens: int = 1024
+    warmup: bool = True
+
+    def __post_init__(self) -> None:
+        _check_range("n_ctx", self.n_ctx, 256, 1 << 20)
+        _check_range("parallel", self.parallel, 1, 64)
+        _check_range("threads", self.threads, 1, 512)
+        _check_range("max_batch_tokens", self.max_batch_tokens, 16, 8192)
+        _check_range("prefill_chunk", self.prefill_chunk, 1, self.max_batch_tokens)
+        _check_range("max_queue", self.max_queue, 0, 100_000)
+        _check_range("default_max_tokens", self.default_max_tokens, 1, 1 << 20)
+        if self.queue_timeout <= 0:
+            raise ConfigError(f"queue_timeout must be > 0, got {self.queue_timeout}")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """What `warmlm serve` listens on and which model it serves."""
+
+    model: str = "qwen2.5-coder-0.5b"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    ctx: int = 8192
+    parallel: int = 4
+    threads: int = field(default_factory=default_threads)
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    api_key: str | None = None
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        _check_range("port", self.port, 0, 65535)
+        _check_range("ctx", self.ctx, 256, 1 << 20)
+        _check_range("parallel", self.parallel, 1, 64)
+        _check_range("threads", self.threads, 1, 512)
+        if self.log_level not in {"debug", "info", "warning", "error"}:
+            raise ConfigError(f"log_level must be debug|info|warning|error, got {self.log_level!r}")
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> ServerConfig:
+        """Build from `WARMLM_<FIELD>` variables; explicit (non-None) overrides win."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = os.environ.get(ENV_PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = _coerce(f.name, f.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def _coerce(name: str, type_name: Any, raw: str) -> Any:
+    kind = str(type_name)
+    try:
+        if kind.startswith("int"):
+            return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
+        if kind.startswith("Path"):
+            return Path(raw).expanduser()
+    except ValueError as exc:
+        raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from exc
+    return raw
+
+
+def _check_range(name: str, value: int, lo: int, hi: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ConfigError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")

@@ -1,0 +1,174 @@
+"""The model runner: one llama.cpp model and context, driven through the low-level C API."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+import numpy as np
+
+from warmlm.engine.request import SamplingParams
+from warmlm.engine.sampler import Sampler
+
+log = logging.getLogger("warmlm.llama")
+
+_LEVELS = {3: logging.WARNING, 4: logging.ERROR}  # ggml: 1 debug, 2 info, 5 continuation
+
+
+@llama_cpp.llama_log_callback  # type: ignore[misc]
+def _llama_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    log.log(_LEVELS.get(level, logging.DEBUG), "%s", text.decode("utf-8", "replace").rstrip())
+
+
+class EngineFailure(RuntimeError):
+    """llama.cpp could not load the model or failed to decode a batch."""
+
+
+@dataclass(frozen=True)
+class BatchToken:
+    token: int
+    pos: int
+    seq_id: int
+    logits: bool
+
+
+class ModelRunner:
+    """Owns the llama.cpp model, context and batch; every call happens on the engine thread."""
+
+    def __init__(
+        self, model_path: Path, n_ctx: int, n_seq_max: int, n_batch: int, threads: int
+    ) -> None:
+        llama_cpp.llama_log_set(_llama_log, ctypes.c_void_p(0))
+        llama_cpp.llama_backend_init()
+        mparams = llama_cpp.llama_model_default_params()
+        model = llama_cpp.llama_model_load_from_file(str(model_path).encode(), mparams)
+        if not model:
+            raise EngineFailure(f"llama.cpp could not load {model_path}")
+        self.model = model
+        self.vocab = llama_cpp.llama_model_get_vocab(model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        self.n_ctx_train = llama_cpp.llama_model_n_ctx_train(model)
+        self.ctx = self._new_context(n_ctx, n_seq_max, n_batch, threads)
+        self.n_ctx = llama_cpp.llama_n_ctx(self.ctx)
+        self.n_batch = n_batch
+        self.n_seq_max = n_seq_max
+        self.mem = llama_cpp.llama_get_memory(self.ctx)
+        self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self._pieces: dict[int, bytes] = {}
+
+    def _new_context(self, n_ctx: int, n_seq_max: int, n_batch: int, threads: int) -> Any:
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx = n_ctx
+        cparams.n_batch = n_batch
+        cparams.n_ubatch = n_batch
+        cparams.n_seq_max = n_seq_max
+        cparams.n_threads = threads
+        cparams.n_threads_batch = threads
+        cparams.kv_unified = True
+        cparams.no_perf = True
+        ctx = llama_cpp.llama_init_from_model(self.model, cparams)
+        if not ctx:
+            llama_cpp.llama_model_free(self.model)
+            raise EngineFailure(f"llama.cpp could not create a context of {n_ctx} tokens")
+        return ctx
+
+    # -- tokens ---------------------------------------------------------------------------
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        data = text.encode("utf-8", "surrogatepass")
+        cap = len(data) + 8
+        buf = (llama_cpp.llama_token * cap)()
+        n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
+        if n < 0:
+            cap = -n
+            buf = (llama_cpp.llama_token * cap)()
+            n = llama_cpp.llama_tokenize(
+                self.vocab, data, len(data), buf, cap, add_special, parse_special
+            )
+        return list(buf[:n])
+
+    def piece(self, token: int) -> bytes:
+        """The bytes of one token as it appears in generated text (special tokens render empty)."""
+        cached = self._pieces.get(token)
+        if cached is None:
+            buf = ctypes.create_string_buffer(64)
+            n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, 64, 0, False)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, -n, 0, False)
+            cached = self._pieces[token] = buf.raw[:n]
+        return cached
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return b"".join(self.piece(t) for t in tokens).decode("utf-8", "replace")
+
+    def is_eog(self, token: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+
+    def token_text(self, token: int) -> str:
+        raw = llama_cpp.llama_vocab_get_text(self.vocab, token)
+        return raw.decode("utf-8", "replace") if raw else ""
+
+    def special_tokens(self) -> dict[str, str]:
+        """BOS/EOS texts for chat templates that mention them."""
+        bos = llama_cpp.llama_vocab_bos(self.vocab)
+        eos = llama_cpp.llama_vocab_eos(self.vocab)
+        return {
+            "bos_token": self.token_text(bos) if bos >= 0 else "",
+            "eos_token": self.token_text(eos) if eos >= 0 else "",
+        }
+
+    def chat_template(self) -> str | None:
+        raw = llama_cpp.llama_model_chat_template(self.model, None)
+        return raw.decode("utf-8") if raw else None
+
+    # -- decoding -------------------------------------------------------------------------
+    def decode(self, tokens: list[BatchToken]) -> None:
+        """One llama_decode over the given tokens; raises EngineFailure on any error."""
+        assert 0 < len(tokens) <= self.n_batch, "the scheduler respects the batch size"
+        b = self._batch
+        for i, t in enumerate(tokens):
+            b.token[i] = t.token
+            b.pos[i] = t.pos
+            b.n_seq_id[i] = 1
+            b.seq_id[i][0] = t.seq_id
+            b.logits[i] = t.logits
+        b.n_tokens = len(tokens)
+        rc = llama_cpp.llama_decode(self.ctx, b)
+        if rc != 0:
+            raise EngineFailure(f"llama_decode failed with code {rc} on {len(tokens)} tokens")
+
+    def logits(self, index: int) -> np.ndarray:
+        """A copy of the logits of batch token `index` of the last decode."""
+        ptr = llama_cpp.llama_get_logits_ith(self.ctx, index)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
+
+    def make_sampler(self, params: SamplingParams) -> Sampler:
+        return Sampler(params, self.n_vocab)
+
+    def sample(self, sampler: Sampler, index: int) -> int:
+        """Pick (and accept) the next token from batch row `index` of the last decode."""
+        return int(llama_cpp.llama_sampler_sample(sampler.chain, self.ctx, index))
+
+    # -- KV memory ------------------------------------------------------------------------
+    def seq_rm(self, seq_id: int, p0: int = -1, p1: int = -1) -> None:
+        llama_cpp.llama_memory_seq_rm(self.mem, seq_id, p0, p1)
+
+    def seq_cp(self, src: int, dst: int, p0: int = -1, p1: int = -1) -> None:
+        llama_cpp.llama_memory_seq_cp(self.mem, src, dst, p0, p1)
+
+    def seq_pos_max(self, seq_id: int) -> int:
+        return int(llama_cpp.llama_memory_seq_pos_max(self.mem, seq_id))
+
+    def clear(self) -> None:
+        llama_cpp.llama_memory_clear(self.mem, True)
+
+    def close(self) -> None:
+        if self.ctx:
+            llama_cpp.llama_batch_free(self._batch)
+            llama_cpp.llama_free(self.ctx)
+            llama_cpp.llama_model_free(self.model)
+            self.ctx = None

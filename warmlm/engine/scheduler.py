@@ -1,0 +1,101 @@
+"""Continuous batching: which requests join, and which tokens go into the next decode step."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from warmlm.engine.kvcache import KVCache
+from warmlm.engine.request import Request, Status
+
+
+@dataclass
+class StepPlan:
+    """One step's work: one token for every decoding request, prompt chunks for prefilling ones."""
+
+    decode: list[Request] = field(default_factory=list)
+    prefill: list[tuple[Request, int]] = field(default_factory=list)
+    expired: list[Request] = field(default_factory=list)
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.decode) + sum(n for _, n in self.prefill)
+
+    def __bool__(self) -> bool:
+        return bool(self.decode or self.prefill or self.expired)
+
+
+class Scheduler:
+    """FIFO admission under `parallel` running sequences and a KV cell budget.
+
+    Every step carries one token per decoding sequence; the rest of the token budget goes to
+    prompt chunks. While sequences are decoding, prompt chunks are capped at `prefill_chunk`
+    tokens so running streams keep flowing while a long prompt is admitted.
+    """
+
+    def __init__(
+        self,
+        kv: KVCache,
+        parallel: int,
+        max_batch_tokens: int,
+        prefill_chunk: int,
+        queue_timeout: float,
+    ) -> None:
+        self.kv = kv
+        self.parallel = parallel
+        self.max_batch_tokens = max_batch_tokens
+        self.prefill_chunk = prefill_chunk
+        self.queue_timeout = queue_timeout
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []
+
+    def add(self, req: Request) -> None:
+        self.waiting.append(req)
+
+    def remove(self, req: Request) -> None:
+        """Forget a finished or aborted request, returning its KV slot."""
+        if req in self.waiting:
+            self.waiting.remove(req)
+        if req in self.running:
+            self.running.remove(req)
+            assert req.seq_id is not None
+            self.kv.release(req.seq_id)
+
+    def find(self, request_id: str) -> Request | None:
+        for req in (*self.running, *self.waiting):
+            if req.request_id == request_id:
+                return req
+        return None
+
+    def schedule(self, now: float | None = None) -> StepPlan:
+        plan = StepPlan(expired=self._expire(time.monotonic() if now is None else now))
+        self._admit()
+        plan.decode = [r for r in self.running if r.status is Status.DECODE]
+        budget = self.max_batch_tokens - len(plan.decode)
+        if plan.decode:
+            budget = min(budget, self.prefill_chunk)
+        for req in self.running:
+            if budget <= 0:
+                break
+            if req.status is Status.PREFILL:
+                n = min(req.prompt_remaining, budget)
+                plan.prefill.append((req, n))
+                budget -= n
+        return plan
+
+    def _admit(self) -> None:
+        while self.waiting and len(self.running) < self.parallel:
+            head = self.waiting[0]
+            if not self.kv.can_admit(head.kv_reserve):
+                break
+            self.waiting.popleft()
+            head.seq_id = self.kv.acquire(head.kv_reserve)
+            head.status = Status.PREFILL
+            self.running.append(head)
+
+    def _expire(self, now: float) -> list[Request]:
+        expired = [r for r in self.waiting if now - r.arrival > self.queue_timeout]
+        for req in expired:
+            self.waiting.remove(req)
+        return expired
