@@ -1,0 +1,39 @@
+from pathlib import Path
+
+import pytest
+
+from warmlm.config import ConfigError, EngineConfig, ServerConfig, default_cache_dir
+
+
+def test_defaults_are_safe() -> None:
+    cfg = ServerConfig()
+    assert cfg.host == "127.0.0.1" and cfg.port == 8000 and cfg.parallel == 4
+
+
+def test_env_prefix_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WARMLM_PORT", "9001")
+    monkeypatch.setenv("WARMLM_PARALLEL", "2")
+    cfg = ServerConfig.from_env(parallel=3)
+    assert cfg.port == 9001 and cfg.parallel == 3
+
+
+def test_bad_env_value_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WARMLM_PORT", "eighty")
+    with pytest.raises(ConfigError, match="WARMLM_PORT"):
+        ServerConfig.from_env()
+
+
+@pytest.mark.parametrize("kwargs", [{"port": 70000}, {"parallel": 0}, {"ctx": 10}])
+def test_out_of_range_rejected(kwargs: dict) -> None:
+    with pytest.raises(ConfigError):
+        ServerConfig(**kwargs)
+
+
+def test_engine_config_checks_chunk_against_batch() -> None:
+    with pytest.raises(ConfigError):
+        EngineConfig(model_path=Path("m.gguf"), max_batch_tokens=64, prefill_chunk=128)
+
+
+def test_cache_dir_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("WARMLM_CACHE_DIR", str(tmp_path))
+    assert default_cache_dir() == tmp_path
