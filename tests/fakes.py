@@ -61,7 +61,9 @@ class FakeRunner:
 class FakeTextRunner(FakeRunner):
     """A FakeRunner that also tokenizes text (one token per character) for service tests."""
 
-    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
+    def tokenize(
+        self, text: str, add_special: bool = True, parse_special: bool = True
+    ) -> list[int]:
         return [1 + ord(ch) % (self.n_vocab - 1) for ch in text]
 
     def chat_template(self) -> None:

@@ -13,8 +13,10 @@ def test_chatml_fallback_when_model_has_no_template() -> None:
     t = ChatTemplate(None)
     text = t.render([Message("system", "S"), Message("user", "hi")])
     assert t.is_fallback
-    assert text == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n" \
+    assert (
+        text == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"
         "<|im_start|>assistant\n"
+    )
 
 
 def test_model_template_renders_generation_prompt() -> None:

@@ -1,7 +1,12 @@
 from warmlm.engine.detokenizer import Detokenizer
 
-PIECES = {1: "你".encode()[:2], 2: "你".encode()[2:] + b"!", 3: "😀".encode()[:1],
-          4: "😀".encode()[1:], 5: b"ok"}
+PIECES = {
+    1: "你".encode()[:2],
+    2: "你".encode()[2:] + b"!",
+    3: "😀".encode()[:1],
+    4: "😀".encode()[1:],
+    5: b"ok",
+}
 
 
 def piece(token: int) -> bytes:

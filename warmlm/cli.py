@@ -1,0 +1,102 @@
+"""The `warmlm` command: serve, chat, models, bench."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from warmlm.config import ConfigError, ServerConfig, default_cache_dir
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from warmlm.server.app import run_server
+
+    config = ServerConfig.from_env(
+        model=args.model,
+        host=args.host,
+        port=args.port,
+        ctx=args.ctx,
+        parallel=args.parallel,
+        threads=args.threads,
+        log_level=args.log_level,
+    )
+    return run_server(config)
+
+
+def _models(args: argparse.Namespace) -> int:
+    from warmlm.models.listing import format_models, list_models
+
+    print(format_models(list_models(default_cache_dir())))
+    return 0
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from warmlm.terminal import run_chat
+
+    return run_chat(args)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from warmlm.bench.main import run_bench
+
+    return run_bench(args)
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="start the OpenAI-compatible server")
+    p.add_argument("--model", help="registry name or path to a .gguf (env WARMLM_MODEL)")
+    p.add_argument("--host", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 8000)")
+    p.add_argument("--ctx", type=int, help="KV cache size in tokens, shared by all sequences")
+    p.add_argument("--parallel", type=int, help="sequences decoded at once (default 4)")
+    p.add_argument("--threads", type=int, help="CPU threads for llama.cpp (default: all cores)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=_serve)
+
+
+def _add_chat(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("chat", help="chat in the terminal, streaming")
+    p.add_argument("--url", help="a running server's base URL (default: load the model here)")
+    p.add_argument("--model", default=None, help="registry name or .gguf path")
+    p.add_argument("--system", default="You are a helpful assistant.", help="system prompt")
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--max-tokens", type=int, default=512)
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=_chat)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="warmlm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_serve(sub)
+    _add_chat(sub)
+    models = sub.add_parser("models", help="list known models and their GGUF metadata")
+    models.set_defaults(func=_models)
+    from warmlm.bench.main import add_bench_parser
+
+    add_bench_parser(sub, _bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"warmlm: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

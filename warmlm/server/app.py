@@ -1,0 +1,109 @@
+"""The ASGI app: state built in the lifespan hook; the model loads while the port is open."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+
+from warmlm.config import EngineConfig, ServerConfig
+from warmlm.server.errors import install_error_handlers
+from warmlm.server.routes import router
+from warmlm.service import Service
+
+log = logging.getLogger("warmlm.server")
+
+
+def build_service(config: ServerConfig) -> Service:
+    def locate(name: str) -> tuple[Path, str | None]:
+        from warmlm.models.gguf import read_metadata
+        from warmlm.models.resolve import resolve_model
+
+        resolved = resolve_model(name, config.cache_dir, progress=sys.stderr.isatty())
+        return resolved.path, read_metadata(resolved.path).quantization
+
+    def engine_config(path: Path) -> EngineConfig:
+        return EngineConfig(
+            model_path=path, n_ctx=config.ctx, parallel=config.parallel, threads=config.threads
+        )
+
+    return Service(config.model, locate, engine_config)
+
+
+def create_app(
+    config: ServerConfig,
+    on_fatal: Callable[[str], None] | None = None,
+    service_factory: Callable[[ServerConfig], Service] = build_service,
+) -> FastAPI:
+    """The app; its lifespan starts loading the model in the background and returns at once."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service = service_factory(config)
+        service.on_failure = on_fatal
+        app.state.service = service
+        url = f"http://{_url_host(config.host)}:{config.port}/"
+        starter = threading.Thread(target=_start, args=(service, url), name="warmlm-startup")
+        starter.start()
+        try:
+            yield
+        finally:
+            starter.join()
+            service.shutdown()
+
+    app = FastAPI(title="warmlm", version="0.1.0", lifespan=lifespan)
+    install_error_handlers(app)
+    app.include_router(router)
+    return app
+
+
+def _start(service: Service, url: str) -> None:
+    try:
+        service.start()
+    except Exception:  # recorded in service.state/error and reported through on_failure
+        return
+    print(f"warmlm is ready: {url}  (web UI; OpenAI API at {url}v1)", flush=True)
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def run_server(config: ServerConfig) -> int:
+    """Serve until interrupted; exit code 1 when the model fails to load or the engine dies."""
+    failure: list[str] = []
+    server: uvicorn.Server | None = None
+
+    def on_fatal(reason: str) -> None:
+        failure.append(reason)
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(config, on_fatal)
+    uv_config = uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level=config.log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(uv_config)
+    log.info(
+        "warmlm listening on http://%s:%d/ (model loads in the background)",
+        config.host,
+        config.port,
+    )
+    server.run()
+    if failure:
+        print(f"warmlm: {failure[0]}", file=sys.stderr)
+        return 1
+    return 0

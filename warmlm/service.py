@@ -1,0 +1,179 @@
+"""The serving runtime: startup as named steps (locate → assemble → load → warm up → ready)."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from warmlm.config import EngineConfig
+from warmlm.engine.engine import Engine
+from warmlm.engine.request import SamplingParams
+from warmlm.engine.runner import ModelRunner
+from warmlm.tasks.chat import ChatTemplate, Message
+
+log = logging.getLogger("warmlm.startup")
+T = TypeVar("T")
+
+WARMUP_MESSAGES = (
+    Message("system", "You are a helpful assistant."),
+    Message("user", "Say hello in one short sentence."),
+)
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process (Linux /proc; 0 where unavailable)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _llama_runner(config: EngineConfig) -> ModelRunner:
+    return ModelRunner(
+        config.model_path, config.n_ctx, config.parallel, config.max_batch_tokens, config.threads
+    )
+
+
+class State(enum.Enum):
+    LOADING = "loading"
+    WARMING = "warming"
+    READY = "ready"
+    FAILED = "failed"
+
+
+@dataclass
+class ServiceInfo:
+    """What the service knows about itself, for /health and /v1/models."""
+
+    model_name: str
+    model_path: Path | None = None
+    quantization: str | None = None
+    started_at: float = field(default_factory=time.time)
+    step_seconds: dict[str, float] = field(default_factory=dict)
+
+
+class Service:
+    """Owns the engine and chat template; `start` brings them up in named, logged steps."""
+
+    def __init__(
+        self,
+        model: str,
+        locate: Callable[[str], tuple[Path, str | None]],
+        make_config: Callable[[Path], EngineConfig],
+        runner_factory: Callable[[EngineConfig], Any] | None = None,
+    ) -> None:
+        self.info = ServiceInfo(model_name=model)
+        self.state = State.LOADING
+        self.error: str | None = None
+        self.engine: Engine | None = None
+        self.template: ChatTemplate | None = None
+        self._locate = locate
+        self._make_config = make_config
+        self._runner_factory = runner_factory or _llama_runner
+        self._ready = threading.Event()
+        self.on_failure: Callable[[str], None] | None = None
+
+    def start(self) -> None:
+        """Run every startup step; on failure record the reason and re-raise."""
+        try:
+            name = self.info.model_name
+            path, quant = self._step("locate+assemble", lambda: self._locate(name))
+            self.info.model_path, self.info.quantization = path, quant
+            config = self._make_config(path)
+            engine = self._step("load", lambda: self._load(config))
+            self.state = State.WARMING
+            self._step("warm up", lambda: self._warm_up(engine))
+            engine.on_failure = self._engine_failed
+            engine.start()
+            self.engine = engine
+            self.state = State.READY
+            self._ready.set()
+            total = time.time() - self.info.started_at
+            log.info("ready: %s in %.2fs", self.info.model_name, total)
+        except Exception as exc:
+            self._engine_failed(f"{type(exc).__name__}: {exc}")
+            raise
+
+    def _step(self, name: str, fn: Callable[[], T]) -> T:
+        t0 = time.perf_counter()
+        log.info("%s ...", name)
+        result = fn()
+        self.info.step_seconds[name] = time.perf_counter() - t0
+        log.info("%s done in %.2fs", name, self.info.step_seconds[name])
+        return result
+
+    def _load(self, config: EngineConfig) -> Engine:
+        runner = self._runner_factory(config)
+        specials = runner.special_tokens()
+        self.template = ChatTemplate(runner.chat_template(), **specials)
+        return Engine(runner, config)
+
+    def _warm_up(self, engine: Engine) -> None:
+        """A real generation through template, tokenizer, prefill, decode and detokenizer."""
+        tokens = self.tokenize_chat(WARMUP_MESSAGES, engine)
+        out = engine.generate(tokens, SamplingParams(max_tokens=8, temperature=0.0))
+        log.info("warm-up generated %d tokens", out.completion_tokens)
+
+    def tokenize_chat(self, messages: Sequence[Message], engine: Engine | None = None) -> list[int]:
+        engine = engine or self.engine
+        assert engine is not None and self.template is not None, "service is loaded"
+        text = self.template.strip_leading_bos(self.template.render(messages))
+        return engine.runner.tokenize(text, add_special=True, parse_special=True)
+
+    def tokenize_text(self, text: str) -> list[int]:
+        assert self.engine is not None, "service is ready"
+        return self.engine.runner.tokenize(text, add_special=True, parse_special=False)
+
+    def _engine_failed(self, reason: str) -> None:
+        self.state = State.FAILED
+        self.error = reason
+        log.error("failed: %s", reason)
+        if self.on_failure is not None:
+            self.on_failure(reason)
+
+    def model_names(self) -> set[str]:
+        names = {self.info.model_name}
+        if self.info.model_path is not None:
+            names |= {self.info.model_path.name, self.info.model_path.stem}
+        return names
+
+    def health(self) -> dict[str, Any]:
+        engine = self.engine
+        body: dict[str, Any] = {
+            "status": self.state.value,
+            "uptime_s": round(time.time() - self.info.started_at, 3),
+            "model": {
+                "name": self.info.model_name,
+                "file": str(self.info.model_path) if self.info.model_path else None,
+                "quantization": self.info.quantization,
+            },
+            "startup_s": {k: round(v, 3) for k, v in self.info.step_seconds.items()},
+            "rss_bytes": rss_bytes(),
+        }
+        if engine is not None:
+            body.update(
+                threads=engine.config.threads,
+                parallel=engine.config.parallel,
+                running=engine.num_running,
+                waiting=engine.num_waiting,
+            )
+        if self.error is not None:
+            body["error"] = self.error
+        return body
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        return self._ready.wait(timeout)
+
+    def shutdown(self) -> None:
+        if self.engine is not None:
+            self.engine.shutdown()
+            self.engine.runner.close()
+            self.engine = None

@@ -1,0 +1,109 @@
+"""`warmlm chat`: a streaming terminal chat, against the local engine or a running server."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import queue
+import sys
+from collections.abc import Iterator
+from typing import Protocol
+
+import httpx
+
+from warmlm.config import ServerConfig
+from warmlm.engine.request import SamplingParams, StreamEvent
+from warmlm.service import Service
+from warmlm.tasks.chat import Message
+
+
+class Backend(Protocol):
+    def stream(
+        self, messages: list[Message], temperature: float, max_tokens: int
+    ) -> Iterator[str]: ...
+
+
+class RemoteBackend:
+    """Streams from an OpenAI-compatible server over SSE."""
+
+    def __init__(self, url: str, api_key: str | None) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=None)
+
+    def stream(self, messages: list[Message], temperature: float, max_tokens: int) -> Iterator[str]:
+        body = {
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+            "stream": True,
+        }
+        with self.client.stream("POST", "/v1/chat/completions", json=body) as resp:
+            if resp.status_code != 200:
+                resp.read()
+                raise RuntimeError(resp.json().get("error", {}).get("message", resp.text))
+            for line in resp.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[6:])
+                if "error" in chunk:
+                    raise RuntimeError(chunk["error"]["message"])
+                for choice in chunk.get("choices", []):
+                    yield choice.get("delta", {}).get("content") or ""
+
+
+class LocalBackend:
+    """Loads the model in this process (locate → load → warm up) and streams from the engine."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def stream(self, messages: list[Message], temperature: float, max_tokens: int) -> Iterator[str]:
+        engine = self.service.engine
+        assert engine is not None, "service started"
+        events: queue.Queue[StreamEvent] = queue.Queue()
+        params = SamplingParams(max_tokens=max_tokens, temperature=temperature)
+        req = engine.new_request(self.service.tokenize_chat(messages), params, events.put)
+        engine.add_request(req)
+        try:
+            while True:
+                ev = events.get()
+                if ev.error:
+                    raise RuntimeError(ev.error)
+                yield ev.text
+                if ev.finished:
+                    return
+        finally:
+            if req.finish_reason is None:
+                engine.abort(req.request_id)
+
+
+def make_backend(args: argparse.Namespace) -> Backend:
+    if args.url:
+        return RemoteBackend(args.url, ServerConfig.from_env().api_key)
+    from warmlm.server.app import build_service
+
+    config = ServerConfig.from_env(model=args.model, threads=args.threads, parallel=1, ctx=4096)
+    service = build_service(config)
+    service.start()
+    return LocalBackend(service)
+
+
+def run_chat(args: argparse.Namespace) -> int:
+    backend = make_backend(args)
+    history = [Message("system", args.system)] if args.system else []
+    print("warmlm chat — empty line or Ctrl-D to quit", file=sys.stderr)
+    while True:
+        try:
+            line = input("you> ").strip()
+        except EOFError:
+            return 0
+        if not line:
+            return 0
+        history.append(Message("user", line))
+        reply = []
+        print("bot> ", end="", flush=True)
+        for piece in backend.stream(history, args.temperature, args.max_tokens):
+            reply.append(piece)
+            print(piece, end="", flush=True)
+        print()
+        history.append(Message("assistant", "".join(reply)))
