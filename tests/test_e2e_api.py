@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import httpx
 import openai
@@ -19,24 +20,26 @@ def url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue(f"{request.param}_url"))
 
 
-def client(url: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+@pytest.fixture
+def api(url: str) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0) as c:
+        yield c
 
 
-def test_models_lists_the_served_model(url: str) -> None:
-    ids = [m.id for m in client(url).models.list().data]
+def test_models_lists_the_served_model(url: str, api: openai.OpenAI) -> None:
+    ids = [m.id for m in api.models.list().data]
     assert len(ids) == 1 and ids[0] in ("smollm2-135m", "qwen2.5-coder-0.5b")
 
 
-def test_chat_non_stream(url: str) -> None:
-    r = client(url).chat.completions.create(model=_model(url), messages=HELLO, **GREEDY)
+def test_chat_non_stream(url: str, api: openai.OpenAI) -> None:
+    r = api.chat.completions.create(model=_model(url), messages=HELLO, **GREEDY)
     assert r.choices[0].message.role == "assistant" and r.choices[0].message.content
     assert r.choices[0].finish_reason in ("stop", "length")
     assert r.usage and r.usage.prompt_tokens > 5 and 0 < r.usage.completion_tokens <= 24
 
 
-def test_stream_joins_to_the_non_streamed_reply(url: str) -> None:
-    c = client(url)
+def test_stream_joins_to_the_non_streamed_reply(url: str, api: openai.OpenAI) -> None:
+    c = api
     full = c.chat.completions.create(model=_model(url), messages=HELLO, **GREEDY)
     chunks = list(
         c.chat.completions.create(
@@ -67,13 +70,13 @@ def test_raw_sse_framing_ends_with_done(url: str) -> None:
         json.loads(e[6:])
 
 
-def test_text_completion(url: str) -> None:
-    r = client(url).completions.create(model=_model(url), prompt="1, 2, 3, 4,", **GREEDY)
+def test_text_completion(url: str, api: openai.OpenAI) -> None:
+    r = api.completions.create(model=_model(url), prompt="1, 2, 3, 4,", **GREEDY)
     assert r.choices[0].text and r.usage and r.usage.completion_tokens > 0
 
 
-def test_stop_string_never_reaches_the_stream(url: str) -> None:
-    c = client(url)
+def test_stop_string_never_reaches_the_stream(url: str, api: openai.OpenAI) -> None:
+    c = api
     msgs = [{"role": "user", "content": "Count from 1 to 10 separated by commas."}]
     full = c.chat.completions.create(model=_model(url), messages=msgs, temperature=0, max_tokens=40)
     text = full.choices[0].message.content or ""
@@ -88,15 +91,15 @@ def test_stop_string_never_reaches_the_stream(url: str) -> None:
     assert stop not in streamed and streamed == text[: text.index(stop)]
 
 
-def test_content_as_list_of_text_parts(url: str) -> None:
+def test_content_as_list_of_text_parts(url: str, api: openai.OpenAI) -> None:
     msgs = [{"role": "user", "content": [{"type": "text", "text": "Name three colors."}]}]
-    a = client(url).chat.completions.create(model=_model(url), messages=msgs, **GREEDY)
-    b = client(url).chat.completions.create(model=_model(url), messages=HELLO, **GREEDY)
+    a = api.chat.completions.create(model=_model(url), messages=msgs, **GREEDY)
+    b = api.chat.completions.create(model=_model(url), messages=HELLO, **GREEDY)
     assert a.choices[0].message.content == b.choices[0].message.content
 
 
-def test_max_completion_tokens_gives_length(url: str) -> None:
-    r = client(url).chat.completions.create(
+def test_max_completion_tokens_gives_length(url: str, api: openai.OpenAI) -> None:
+    r = api.chat.completions.create(
         model=_model(url),
         messages=[{"role": "user", "content": "Write a long story."}],
         temperature=0,

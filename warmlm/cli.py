@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from warmlm.config import ConfigError, ServerConfig, default_cache_dir
+from warmlm.models.errors import ModelError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -91,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except ConfigError as exc:
+    except (ConfigError, ModelError) as exc:
         print(f"warmlm: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

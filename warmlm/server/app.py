@@ -11,6 +11,10 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from warmlm.config import EngineConfig, ServerConfig
 from warmlm.server.errors import install_error_handlers
@@ -18,15 +22,25 @@ from warmlm.server.routes import router
 from warmlm.service import Service
 
 log = logging.getLogger("warmlm.server")
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+
+
+class WebFiles(StaticFiles):
+    """The chat page; any other method is a 404, as if no route matched (not a 405)."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        if scope["method"] not in ("GET", "HEAD"):
+            raise HTTPException(status_code=404)
+        return await super().get_response(path, scope)
 
 
 def build_service(config: ServerConfig) -> Service:
     def locate(name: str) -> tuple[Path, str | None]:
-        from warmlm.models.gguf import read_metadata
+        from warmlm.models.gguf import read_gguf_info
         from warmlm.models.resolve import resolve_model
 
         resolved = resolve_model(name, config.cache_dir, progress=sys.stderr.isatty())
-        return resolved.path, read_metadata(resolved.path).quantization
+        return resolved.path, read_gguf_info(resolved.path).quantization
 
     def engine_config(path: Path) -> EngineConfig:
         return EngineConfig(
@@ -60,6 +74,7 @@ def create_app(
     app = FastAPI(title="warmlm", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
     app.include_router(router)
+    app.mount("/", WebFiles(directory=WEB_DIR, html=True), name="web")  # last: API routes win
     return app
 
 
