@@ -42,7 +42,7 @@ def run(engine: Engine, prompts: list[list[int]]) -> tuple[list[Request], dict[s
         top2 = np.sort(engine.runner.logits(index))[-2:]
         margins.setdefault(req.request_id, []).append(float(top2[1] - top2[0]))
 
-    engine.observer = observe
+    engine.logits_probe = observe
     done: list[StreamEvent] = []
     params = SamplingParams(max_tokens=20, temperature=0.0)
     reqs = [
@@ -53,7 +53,7 @@ def run(engine: Engine, prompts: list[list[int]]) -> tuple[list[Request], dict[s
         engine.add_request(r)
     while len(done) < len(reqs):
         engine.step()
-    engine.observer = None
+    engine.logits_probe = None
     return reqs, margins
 
 

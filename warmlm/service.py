@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from warmlm.config import EngineConfig
 from warmlm.engine.engine import Engine
+from warmlm.engine.observer import EngineObserver
 from warmlm.engine.request import SamplingParams
 from warmlm.engine.runner import ModelRunner
 from warmlm.tasks.chat import ChatTemplate, Message
@@ -69,6 +70,7 @@ class Service:
         locate: Callable[[str], tuple[Path, str | None]],
         make_config: Callable[[Path], EngineConfig],
         runner_factory: Callable[[EngineConfig], Any] | None = None,
+        observer: EngineObserver | None = None,
     ) -> None:
         self.info = ServiceInfo(model_name=model)
         self.state = State.LOADING
@@ -78,6 +80,7 @@ class Service:
         self._locate = locate
         self._make_config = make_config
         self._runner_factory = runner_factory or _llama_runner
+        self._observer = observer
         self._ready = threading.Event()
         self.on_failure: Callable[[str], None] | None = None
 
@@ -114,7 +117,7 @@ class Service:
         runner = self._runner_factory(config)
         specials = runner.special_tokens()
         self.template = ChatTemplate(runner.chat_template(), **specials)
-        return Engine(runner, config)
+        return Engine(runner, config, self._observer)
 
     def _warm_up(self, engine: Engine) -> None:
         """A real generation through template, tokenizer, prefill, decode and detokenizer."""

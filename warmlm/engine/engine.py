@@ -13,6 +13,7 @@ from typing import Any
 from warmlm.config import EngineConfig
 from warmlm.engine.detokenizer import Detokenizer
 from warmlm.engine.kvcache import KVCache
+from warmlm.engine.observer import EngineObserver
 from warmlm.engine.request import Request, RequestError, SamplingParams, Status, StreamEvent
 from warmlm.engine.runner import BatchToken, ModelRunner
 from warmlm.engine.scheduler import Scheduler, StepPlan
@@ -45,12 +46,16 @@ class Engine:
     inbox that the engine thread drains at the start of each `step`.
     """
 
-    def __init__(self, runner: ModelRunner, config: EngineConfig) -> None:
+    def __init__(
+        self, runner: ModelRunner, config: EngineConfig, observer: EngineObserver | None = None
+    ) -> None:
         self.runner = runner
         self.config = config
         self.kv = KVCache(runner.n_ctx, config.parallel)
+        self.observer = observer or EngineObserver()
         self.scheduler = Scheduler(
             self.kv,
+            self.observer,
             config.parallel,
             min(config.max_batch_tokens, runner.n_batch),
             config.prefill_chunk,
@@ -65,7 +70,7 @@ class Engine:
         self.failure: str | None = None
         self.on_failure: Callable[[str], None] | None = None
         self.steps = 0
-        self.observer: Callable[[Request, int], None] | None = None  # sees logits rows (tests)
+        self.logits_probe: Callable[[Request, int], None] | None = None  # sees logits (tests)
 
     # -- verbs ----------------------------------------------------------------------------
     def new_request(
@@ -102,11 +107,14 @@ class Engine:
         if not plan.n_tokens:
             return 0
         batch, rows = self._build_batch(plan)
+        t0 = time.monotonic()
         self.runner.decode(batch)
         self.steps += 1
+        n_prefill = sum(n for _, n in plan.prefill)
+        self.observer.on_step(time.monotonic() - t0, len(batch), len(plan.decode), n_prefill)
         for req, index in rows:
-            if self.observer is not None:
-                self.observer(req, index)
+            if self.logits_probe is not None:
+                self.logits_probe(req, index)
             self._on_token(req, self.runner.sample(self._sampler(req), index))
         return len(batch)
 
@@ -229,9 +237,15 @@ class Engine:
         return req.sampler
 
     def _on_token(self, req: Request, token: int) -> None:
+        now = time.monotonic()
         if req.first_token_at is None:
-            req.first_token_at = time.monotonic()
+            req.first_token_at = now
             req.status = Status.DECODE
+            admitted = req.admitted_at or req.arrival
+            self.observer.on_first_token(req, now - req.arrival, now - admitted)
+        else:
+            self.observer.on_token(req, now - req.last_token_at)
+        req.last_token_at = now
         if self.runner.is_eog(token) and not req.params.ignore_eos:
             self._finish(req, "stop", req.stops.feed(req.detokenizer.flush()))
             return
@@ -250,10 +264,12 @@ class Engine:
             text += req.stops.flush()
         self._release(req)
         req.finish_reason = reason
+        self.observer.on_finish(req, reason, time.monotonic() - req.arrival)
         req.sink(StreamEvent(req.request_id, text, tokens, reason, req.usage()))
 
     def _fail(self, req: Request, error: str) -> None:
         self._release(req)
+        self.observer.on_finish(req, error, time.monotonic() - req.arrival)
         req.sink(StreamEvent(req.request_id, "", (), None, req.usage(), error=error))
 
     def _release(self, req: Request) -> None:

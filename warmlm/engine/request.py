@@ -116,7 +116,9 @@ class Request:
     output_tokens: list[int] = field(default_factory=list)
     finish_reason: str | None = None
     arrival: float = field(default_factory=time.monotonic)
+    admitted_at: float | None = None
     first_token_at: float | None = None
+    last_token_at: float = 0.0
     sampler: Any = None
     stops: StopMatcher = field(init=False)
 

@@ -7,6 +7,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from warmlm.engine.kvcache import KVCache
+from warmlm.engine.observer import EngineObserver
 from warmlm.engine.request import Request, Status
 
 
@@ -37,12 +38,14 @@ class Scheduler:
     def __init__(
         self,
         kv: KVCache,
+        observer: EngineObserver,
         parallel: int,
         max_batch_tokens: int,
         prefill_chunk: int,
         queue_timeout: float,
     ) -> None:
         self.kv = kv
+        self.observer = observer
         self.parallel = parallel
         self.max_batch_tokens = max_batch_tokens
         self.prefill_chunk = prefill_chunk
@@ -92,7 +95,9 @@ class Scheduler:
             self.waiting.popleft()
             head.seq_id = self.kv.acquire(head.kv_reserve)
             head.status = Status.PREFILL
+            head.admitted_at = time.monotonic()
             self.running.append(head)
+            self.observer.on_admit(head, head.admitted_at - head.arrival)
 
     def _expire(self, now: float) -> list[Request]:
         expired = [r for r in self.waiting if now - r.arrival > self.queue_timeout]
