@@ -1,0 +1,110 @@
+"""`concurrency`: N simultaneous streams — aggregate throughput, latencies, and waiting."""
+
+from __future__ import annotations
+
+import asyncio
+
+from warmlm.bench.client import ChatClient, StreamResult
+from warmlm.bench.context import BenchContext
+from warmlm.bench.markdown import fmt, ms, table
+from warmlm.bench.prompts import chat, distinct_long_answers
+from warmlm.bench.scenarios.base import Needs, Result, Results, Scenario, ok
+from warmlm.bench.scenarios.ceiling import ceiling_tps
+from warmlm.bench.stats import ratio
+from warmlm.bench.targets import Target
+from warmlm.bench.timeline import group_stats
+
+GOALS = {4: 0.9, 8: 0.85}
+HEAD = (
+    "streams", "aggregate tok/s", "decode-phase tok/s", "TTFT p50 ms", "TTFT p95 ms",
+    "ITL p50 ms", "ITL p95 ms", "tokens", "waited", "errors",
+)  # fmt: skip
+
+
+async def run_level(client: ChatClient, n: int, max_tokens: int, start: int) -> list[StreamResult]:
+    """n different streamed requests sent at once (prompts numbered from `start`)."""
+    prompts = distinct_long_answers(n, start)
+    return list(await asyncio.gather(*(client.stream_chat(p, max_tokens) for p in prompts)))
+
+
+def level_result(n: int, parallel: int, replies: list[StreamResult]) -> Result:
+    return {
+        "level": n,
+        "wait_check_applies": n <= parallel,
+        **group_stats(replies),
+        "streams": [r.to_dict() for r in replies],
+    }
+
+
+def _row(r: Result) -> list[object]:
+    waited = r["waited_for_other"] if r["wait_check_applies"] else f"({r['waited_for_other']})"
+    latencies = [ms(r[k]) for k in ("ttft_p50_s", "ttft_p95_s", "itl_p50_s", "itl_p95_s")]
+    return [
+        r["level"], fmt(r["aggregate_tps"]), fmt(r["decode_aggregate_tps"]), *latencies,
+        r["completion_tokens"], waited, len(r["errors"]),
+    ]  # fmt: skip
+
+
+class Concurrency(Scenario):
+    name = "concurrency"
+    title = "Concurrent streams"
+    order = 40
+    needs = Needs.SERVER
+
+    async def run(self, ctx: BenchContext) -> Result:
+        o = ctx.options
+        url = await ctx.server_url()
+        levels = []
+        async with ctx.client(url) as client:
+            await client.discover_model()
+            await client.stream_chat(chat("Say hello."), 4)  # untimed warm-up
+            start = 0
+            with ctx.progress(len(o.levels), "concurrency") as bar:
+                for n in o.levels:
+                    replies = await run_level(client, n, o.max_tokens, start)
+                    levels.append(level_result(n, o.parallel, replies))
+                    start += n
+                    bar.update()
+        return {"max_tokens": o.max_tokens, "parallel": o.parallel, "levels": levels}
+
+    def markdown(self, result: Result) -> str:
+        rows = [_row(r) for r in result["levels"]]
+        return (
+            f"N different streamed chat requests sent at once, greedy, max_tokens "
+            f"{result['max_tokens']}, server --parallel {result['parallel']}. Aggregate = all "
+            "completion tokens ÷ wall time from the first request sent to the last finished; "
+            "decode-phase = tokens produced while every stream was decoding ÷ that window. "
+            "Waited = streams whose first token came after another stream had finished "
+            "(in parentheses where N > parallel, when waiting is expected).\n\n" + table(HEAD, rows)
+        )
+
+    def targets(self, results: Results) -> list[Target]:
+        result = ok(results, self.name)
+        by_level = {r["level"]: r for r in result["levels"]} if result else {}
+        out = []
+        for n, goal in GOALS.items():
+            decode = by_level[n]["decode_aggregate_tps"] if n in by_level else None
+            out.append(
+                Target(
+                    f"aggregate decode @{n} streams ÷ B={n} ceiling",
+                    ratio(decode, ceiling_tps(results, n)),
+                    goal,
+                    note="decode-phase aggregate tok/s",
+                )
+            )
+        checked = [r for r in by_level.values() if r["wait_check_applies"]]
+        waited = sum(r["waited_for_other"] for r in checked) if checked else None
+        out.append(
+            Target(
+                "streams that waited for another to finish",
+                waited,
+                0,
+                at_most=True,
+                unit="",
+                note="over levels N ≤ --parallel",
+            )
+        )
+        return out
+
+
+SCENARIO = Concurrency()
