@@ -28,9 +28,12 @@ class FakeRunner:
     n_ctx: int = 4096
     n_batch: int = 512
     n_vocab: int = 32
+    n_seq_max: int = 8
     batches: list[list[BatchToken]] = field(default_factory=list)
     removed: list[int] = field(default_factory=list)
     samplers: list[FakeSampler] = field(default_factory=list)
+    copies: list[tuple[int, int, int]] = field(default_factory=list)
+    restored: list[tuple[int, bytes]] = field(default_factory=list)
 
     def decode(self, tokens: list[BatchToken]) -> None:
         assert 0 < len(tokens) <= self.n_batch
@@ -54,7 +57,18 @@ class FakeRunner:
         return token == EOS
 
     def seq_rm(self, seq_id: int, p0: int = -1, p1: int = -1) -> None:
-        self.removed.append(seq_id)
+        if p0 <= 0:
+            self.removed.append(seq_id)
+
+    def seq_cp(self, src: int, dst: int, p0: int = -1, p1: int = -1) -> None:
+        self.copies.append((src, dst, p1))
+
+    def state_get(self, seq_id: int) -> bytes:
+        return f"state-{seq_id}".encode()
+
+    def state_set(self, seq_id: int, data: bytes) -> bool:
+        self.restored.append((seq_id, data))
+        return True
 
 
 @dataclass

@@ -114,7 +114,8 @@ def test_chat_and_completion_shapes(ready_client: TestClient) -> None:
     assert body["object"] == "chat.completion"
     assert body["choices"][0]["message"] == {"role": "assistant", "content": "abcd"}
     assert body["usage"]["completion_tokens"] == 4
-    assert body["usage"]["prompt_tokens_details"] == {"cached_tokens": 0}
+    cached = body["usage"]["prompt_tokens_details"]["cached_tokens"]
+    assert 0 <= cached < body["usage"]["prompt_tokens"]
     body = ready_client.post("/v1/completions", json={"prompt": "x", "max_tokens": 2}).json()
     assert body["choices"][0]["text"] == "ab" and body["object"] == "text_completion"
 

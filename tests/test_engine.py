@@ -69,8 +69,7 @@ def test_requests_join_and_leave_between_steps() -> None:
     while len(done) < 3:
         engine.step()
     assert done[:2] == [reqs[0].request_id, reqs[1].request_id]
-    seqs = {t.seq_id for batch in runner.batches for t in batch}
-    assert seqs <= {0, 1}
+    assert all(len({t.seq_id for t in batch}) <= 2 for batch in runner.batches)
 
 
 def test_abort_frees_the_sequence_at_next_step() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from collections.abc import Callable, Sequence
 
 from warmlm.config import ConfigError, ServerConfig, default_cache_dir
@@ -56,6 +57,19 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--parallel", type=int, help="sequences decoded at once (default 4)")
     p.add_argument("--threads", type=int, help="CPU threads for llama.cpp (default: all cores)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--max-queue", type=int, help="waiting requests before 429 (default 64)")
+    p.add_argument("--queue-timeout", type=float, help="seconds queued before 504 (default 60)")
+    p.add_argument("--cache-slots", type=int, help="finished sequences kept in KV (default 16)")
+    p.add_argument(
+        "--no-prefix-cache",
+        dest="prefix_cache",
+        action="store_const",
+        const=False,
+        help="re-process every prompt from scratch",
+    )
+    p.add_argument("--kv-ram-mb", type=int, help="RAM for evicted KV states (default 256)")
+    p.add_argument("--kv-cache-dir", type=Path, help="also keep KV states on disk (opt-in)")
+    p.add_argument("--kv-disk-mb", type=int, help="disk cap for --kv-cache-dir (default 4096)")
     p.set_defaults(func=_serve)
 
 

@@ -40,6 +40,11 @@ class EngineConfig:
     queue_timeout: float = 60.0
     default_max_tokens: int = 1024
     warmup: bool = True
+    cache_slots: int = 16
+    prefix_cache: bool = True
+    kv_ram_mb: int = 256
+    kv_cache_dir: Path | None = None
+    kv_disk_mb: int = 4096
 
     def __post_init__(self) -> None:
         _check_range("n_ctx", self.n_ctx, 256, 1 << 20)
@@ -49,6 +54,14 @@ class EngineConfig:
         _check_range("prefill_chunk", self.prefill_chunk, 1, self.max_batch_tokens)
         _check_range("max_queue", self.max_queue, 0, 100_000)
         _check_range("default_max_tokens", self.default_max_tokens, 1, 1 << 20)
+        _check_range("cache_slots", self.cache_slots, 0, 192)
+        _check_range("kv_ram_mb", self.kv_ram_mb, 0, 1 << 20)
+        _check_range("kv_disk_mb", self.kv_disk_mb, 0, 1 << 24)
+
+    @property
+    def n_seq_max(self) -> int:
+        """llama.cpp sequences: one per running request plus the cached ones."""
+        return self.parallel + (self.cache_slots if self.prefix_cache else 0)
         if self.queue_timeout <= 0:
             raise ConfigError(f"queue_timeout must be > 0, got {self.queue_timeout}")
 
@@ -66,6 +79,13 @@ class ServerConfig:
     cache_dir: Path = field(default_factory=default_cache_dir)
     api_key: str | None = None
     log_level: str = "info"
+    max_queue: int = 64
+    queue_timeout: float = 60.0
+    cache_slots: int = 16
+    prefix_cache: bool = True
+    kv_ram_mb: int = 256
+    kv_cache_dir: Path | None = None
+    kv_disk_mb: int = 4096
 
     def __post_init__(self) -> None:
         _check_range("port", self.port, 0, 65535)
@@ -74,6 +94,21 @@ class ServerConfig:
         _check_range("threads", self.threads, 1, 512)
         if self.log_level not in {"debug", "info", "warning", "error"}:
             raise ConfigError(f"log_level must be debug|info|warning|error, got {self.log_level!r}")
+
+    def engine_config(self, model_path: Path) -> EngineConfig:
+        return EngineConfig(
+            model_path=model_path,
+            n_ctx=self.ctx,
+            parallel=self.parallel,
+            threads=self.threads,
+            max_queue=self.max_queue,
+            queue_timeout=self.queue_timeout,
+            cache_slots=self.cache_slots,
+            prefix_cache=self.prefix_cache,
+            kv_ram_mb=self.kv_ram_mb,
+            kv_cache_dir=self.kv_cache_dir,
+            kv_disk_mb=self.kv_disk_mb,
+        )
 
     @classmethod
     def from_env(cls, **overrides: Any) -> ServerConfig:
@@ -96,6 +131,8 @@ def _coerce(name: str, type_name: Any, raw: str) -> Any:
             return float(raw)
         if kind.startswith("Path"):
             return Path(raw).expanduser()
+        if kind.startswith("bool"):
+            return raw.lower() in ("1", "true", "yes", "on")
     except ValueError as exc:
         raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from exc
     return raw

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from warmlm.config import EngineConfig
 from warmlm.engine.engine import Engine
+from warmlm.engine.kvstore import KVStore, model_fingerprint, private_dir
 from warmlm.engine.observer import EngineObserver
 from warmlm.engine.request import SamplingParams
 from warmlm.engine.runner import ModelRunner
@@ -39,7 +40,16 @@ def rss_bytes() -> int:
 
 def _llama_runner(config: EngineConfig) -> ModelRunner:
     return ModelRunner(
-        config.model_path, config.n_ctx, config.parallel, config.max_batch_tokens, config.threads
+        config.model_path, config.n_ctx, config.n_seq_max, config.max_batch_tokens, config.threads
+    )
+
+
+def _kv_store(config: EngineConfig) -> KVStore | None:
+    if not config.prefix_cache:
+        return None
+    disk = private_dir(config.kv_cache_dir) if config.kv_cache_dir else None
+    return KVStore(
+        model_fingerprint(config.model_path), config.kv_ram_mb << 20, disk, config.kv_disk_mb << 20
     )
 
 
@@ -117,7 +127,9 @@ class Service:
         runner = self._runner_factory(config)
         specials = runner.special_tokens()
         self.template = ChatTemplate(runner.chat_template(), **specials)
-        return Engine(runner, config, self._observer)
+        engine = Engine(runner, config, self._observer, _kv_store(config))
+        engine.kv.reuse = config.prefix_cache
+        return engine
 
     def _warm_up(self, engine: Engine) -> None:
         """A real generation through template, tokenizer, prefill, decode and detokenizer."""
@@ -178,5 +190,6 @@ class Service:
     def shutdown(self) -> None:
         if self.engine is not None:
             self.engine.shutdown()
+            self.engine.kv.save_all()
             self.engine.runner.close()
             self.engine = None

@@ -13,6 +13,7 @@ from typing import Any
 from warmlm.config import EngineConfig
 from warmlm.engine.detokenizer import Detokenizer
 from warmlm.engine.kvcache import KVCache
+from warmlm.engine.kvstore import KVStore
 from warmlm.engine.observer import EngineObserver
 from warmlm.engine.request import Request, RequestError, SamplingParams, Status, StreamEvent
 from warmlm.engine.runner import BatchToken, ModelRunner
@@ -47,12 +48,16 @@ class Engine:
     """
 
     def __init__(
-        self, runner: ModelRunner, config: EngineConfig, observer: EngineObserver | None = None
+        self,
+        runner: ModelRunner,
+        config: EngineConfig,
+        observer: EngineObserver | None = None,
+        store: KVStore | None = None,
     ) -> None:
         self.runner = runner
         self.config = config
-        self.kv = KVCache(runner.n_ctx, config.parallel)
         self.observer = observer or EngineObserver()
+        self.kv = KVCache(runner, runner.n_ctx, runner.n_seq_max, store, self.observer)
         self.scheduler = Scheduler(
             self.kv,
             self.observer,
@@ -273,8 +278,6 @@ class Engine:
         req.sink(StreamEvent(req.request_id, "", (), None, req.usage(), error=error))
 
     def _release(self, req: Request) -> None:
-        if req.seq_id is not None and req.status is not Status.WAITING:
-            self.runner.seq_rm(req.seq_id)
         self.scheduler.remove(req)
         req.status = Status.FINISHED
         if req.sampler is not None:

@@ -167,6 +167,18 @@ class ModelRunner:
     def seq_pos_max(self, seq_id: int) -> int:
         return int(llama_cpp.llama_memory_seq_pos_max(self.mem, seq_id))
 
+    def state_get(self, seq_id: int) -> bytes:
+        """A copy of one sequence's KV state (positions and K/V rows), for the host tiers."""
+        size = llama_cpp.llama_state_seq_get_size(self.ctx, seq_id)
+        buf = (ctypes.c_uint8 * size)()
+        n = llama_cpp.llama_state_seq_get_data(self.ctx, buf, size, seq_id)
+        return bytes(memoryview(buf)[:n])
+
+    def state_set(self, seq_id: int, data: bytes) -> bool:
+        """Load a saved state into an empty sequence; False if llama.cpp rejects it."""
+        buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        return bool(llama_cpp.llama_state_seq_set_data(self.ctx, buf, len(data), seq_id))
+
     def clear(self) -> None:
         llama_cpp.llama_memory_clear(self.mem, True)
 

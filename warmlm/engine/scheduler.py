@@ -57,13 +57,12 @@ class Scheduler:
         self.waiting.append(req)
 
     def remove(self, req: Request) -> None:
-        """Forget a finished or aborted request, returning its KV slot."""
+        """Forget a finished or aborted request; its sequence stays cached in the KV."""
         if req in self.waiting:
             self.waiting.remove(req)
         if req in self.running:
             self.running.remove(req)
-            assert req.seq_id is not None
-            self.kv.release(req.seq_id)
+            self.kv.release(req)
 
     def find(self, request_id: str) -> Request | None:
         for req in (*self.running, *self.waiting):
@@ -90,10 +89,9 @@ class Scheduler:
     def _admit(self) -> None:
         while self.waiting and len(self.running) < self.parallel:
             head = self.waiting[0]
-            if not self.kv.can_admit(head.kv_reserve):
+            if not self.kv.admit(head):
                 break
             self.waiting.popleft()
-            head.seq_id = self.kv.acquire(head.kv_reserve)
             head.status = Status.PREFILL
             head.admitted_at = time.monotonic()
             self.running.append(head)

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from warmlm.config import EngineConfig, ServerConfig
+from warmlm.config import ServerConfig
 from warmlm.server.errors import install_error_handlers
 from warmlm.server.routes import router
 from warmlm.service import Service
@@ -42,12 +42,7 @@ def build_service(config: ServerConfig) -> Service:
         resolved = resolve_model(name, config.cache_dir, progress=sys.stderr.isatty())
         return resolved.path, read_gguf_info(resolved.path).quantization
 
-    def engine_config(path: Path) -> EngineConfig:
-        return EngineConfig(
-            model_path=path, n_ctx=config.ctx, parallel=config.parallel, threads=config.threads
-        )
-
-    return Service(config.model, locate, engine_config)
+    return Service(config.model, locate, config.engine_config)
 
 
 def create_app(
