@@ -35,7 +35,8 @@ class EngineConfig:
     parallel: int = 4
     threads: int = field(default_factory=default_threads)
     max_batch_tokens: int = 512
-    prefill_chunk: int = 64
+    prefill_chunk: int = 256
+    fairness: float = 2.5
     max_queue: int = 64
     queue_timeout: float = 60.0
     default_max_tokens: int = 1024
@@ -62,6 +63,8 @@ class EngineConfig:
     def n_seq_max(self) -> int:
         """llama.cpp sequences: one per running request plus the cached ones."""
         return self.parallel + (self.cache_slots if self.prefix_cache else 0)
+        if not 1.0 < self.fairness <= 100.0:
+            raise ConfigError(f"fairness must be in (1, 100], got {self.fairness}")
         if self.queue_timeout <= 0:
             raise ConfigError(f"queue_timeout must be > 0, got {self.queue_timeout}")
 

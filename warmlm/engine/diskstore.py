@@ -43,7 +43,7 @@ def read_header(path: Path) -> tuple[str, np.ndarray, int, int]:
         tokens = np.frombuffer(f.read(4 * n_tokens), dtype=np.int32)
     if len(tokens) != n_tokens or path.stat().st_size != HEADER.size + 4 * n_tokens + data_len:
         raise ValueError("truncated file")
-    return fp.decode("ascii", "replace"), tokens, data_len, crc
+    return fp.rstrip(b"\0").decode("ascii", "replace"), tokens, data_len, crc
 
 
 class DiskStore:
@@ -141,7 +141,7 @@ def list_entries(directory: Path) -> list[DiskEntry]:
                     n_tokens,
                     st.st_size,
                     st.st_mtime,
-                    fp.decode("ascii", "replace"),
+                    fp.rstrip(b"\0").decode("ascii", "replace"),
                 )
             )
     return out

@@ -65,6 +65,7 @@ class Engine:
             min(config.max_batch_tokens, runner.n_batch),
             config.prefill_chunk,
             config.queue_timeout,
+            config.fairness,
         )
         self._inbox: list[Request] = []
         self._aborts: list[str] = []
@@ -116,7 +117,9 @@ class Engine:
         self.runner.decode(batch)
         self.steps += 1
         n_prefill = sum(n for _, n in plan.prefill)
-        self.observer.on_step(time.monotonic() - t0, len(batch), len(plan.decode), n_prefill)
+        seconds = time.monotonic() - t0
+        self.scheduler.budget.record(seconds, len(plan.decode), n_prefill)
+        self.observer.on_step(seconds, len(batch), len(plan.decode), n_prefill)
         for req, index in rows:
             if self.logits_probe is not None:
                 self.logits_probe(req, index)

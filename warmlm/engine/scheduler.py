@@ -6,6 +6,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from warmlm.engine.budget import PrefillBudget
 from warmlm.engine.kvcache import KVCache
 from warmlm.engine.observer import EngineObserver
 from warmlm.engine.request import Request, Status
@@ -31,8 +32,8 @@ class Scheduler:
     """FIFO admission under `parallel` running sequences and a KV cell budget.
 
     Every step carries one token per decoding sequence; the rest of the token budget goes to
-    prompt chunks. While sequences are decoding, prompt chunks are capped at `prefill_chunk`
-    tokens so running streams keep flowing while a long prompt is admitted.
+    prompt chunks. While sequences are decoding, prompt chunks are sized by `PrefillBudget`
+    so running streams keep flowing while a long prompt is admitted.
     """
 
     def __init__(
@@ -43,12 +44,13 @@ class Scheduler:
         max_batch_tokens: int,
         prefill_chunk: int,
         queue_timeout: float,
+        fairness: float = 2.5,
     ) -> None:
         self.kv = kv
         self.observer = observer
         self.parallel = parallel
         self.max_batch_tokens = max_batch_tokens
-        self.prefill_chunk = prefill_chunk
+        self.budget = PrefillBudget(fairness, min(16, prefill_chunk), prefill_chunk)
         self.queue_timeout = queue_timeout
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
@@ -76,7 +78,7 @@ class Scheduler:
         plan.decode = [r for r in self.running if r.status is Status.DECODE]
         budget = self.max_batch_tokens - len(plan.decode)
         if plan.decode:
-            budget = min(budget, self.prefill_chunk)
+            budget = min(budget, self.budget.chunk())
         for req in self.running:
             if budget <= 0:
                 break
