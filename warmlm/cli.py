@@ -92,8 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list known models and their GGUF metadata")
     models.set_defaults(func=_models)
     from warmlm.bench.main import add_bench_parser
+    from warmlm.cachecmd import add_cache_parser, run_cache
 
     add_bench_parser(sub, _bench)
+    add_cache_parser(sub, lambda args: run_cache(args))
     return parser
 
 
