@@ -37,3 +37,14 @@ def test_engine_config_checks_chunk_against_batch() -> None:
 def test_cache_dir_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("WARMLM_CACHE_DIR", str(tmp_path))
     assert default_cache_dir() == tmp_path
+
+
+def test_every_serve_flag_reaches_the_config() -> None:
+    from warmlm.cli import build_parser, server_config
+
+    args = build_parser().parse_args(
+        ["serve", "--port", "9", "--max-queue", "3", "--queue-timeout", "1.5",
+         "--no-prefix-cache", "--kv-ram-mb", "7", "--cache-slots", "2", "--parallel", "2"])
+    cfg = server_config(args)
+    assert (cfg.port, cfg.max_queue, cfg.queue_timeout) == (9, 3, 1.5)
+    assert (cfg.prefix_cache, cfg.kv_ram_mb, cfg.cache_slots, cfg.parallel) == (False, 7, 2, 2)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
-from pathlib import Path
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from warmlm.config import ConfigError, ServerConfig, default_cache_dir
 from warmlm.models.errors import ModelError
@@ -17,16 +18,13 @@ Handler = Callable[[argparse.Namespace], int]
 def _serve(args: argparse.Namespace) -> int:
     from warmlm.server.app import run_server
 
-    config = ServerConfig.from_env(
-        model=args.model,
-        host=args.host,
-        port=args.port,
-        ctx=args.ctx,
-        parallel=args.parallel,
-        threads=args.threads,
-        log_level=args.log_level,
-    )
-    return run_server(config)
+    return run_server(server_config(args))
+
+
+def server_config(args: argparse.Namespace) -> ServerConfig:
+    """Flags map one-to-one onto ServerConfig fields; unset flags fall back to WARMLM_*."""
+    names = {f.name for f in dataclasses.fields(ServerConfig)}
+    return ServerConfig.from_env(**{k: v for k, v in vars(args).items() if k in names})
 
 
 def _models(args: argparse.Namespace) -> int:

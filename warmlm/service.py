@@ -102,10 +102,12 @@ class Service:
             self.info.model_path, self.info.quantization = path, quant
             config = self._make_config(path)
             engine = self._step("load", lambda: self._load(config))
-            self.state = State.WARMING
-            self._step("warm up", lambda: self._warm_up(engine))
+            # Every llama_decode runs on the engine thread: OpenMP keeps a spinning thread
+            # team per calling thread, so decoding from two threads would halve the speed.
             engine.on_failure = self._engine_failed
             engine.start()
+            self.state = State.WARMING
+            self._step("warm up", lambda: self._warm_up(engine))
             self.engine = engine
             self.state = State.READY
             self._ready.set()

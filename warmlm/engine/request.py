@@ -100,7 +100,7 @@ def new_request_id(prefix: str = "req") -> str:
     return f"{prefix}-{next(_ids):06d}-{time.time_ns() % 1_000_000_000:09d}"
 
 
-@dataclass
+@dataclass(eq=False)
 class Request:
     """Mutable engine-side state of one generation; owned by the engine thread once added."""
 
