@@ -137,3 +137,41 @@ def test_engine_thread_failure_reports_to_requests() -> None:
     engine.shutdown()
     assert failures and "decode exploded" in failures[0]
     del events
+
+
+class CountingTask:
+    """Needs three engine iterations; records that generation kept stepping meanwhile."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.calls = 0
+        self.fail = fail
+        self.closed = False
+
+    def advance(self, runner: Any, kv: Any) -> bool:
+        self.calls += 1
+        if self.fail:
+            raise ValueError("bad labels")
+        return self.calls == 3
+
+    def result(self) -> int:
+        return self.calls
+
+    def close(self, runner: Any, kv: Any) -> None:
+        self.closed = True
+
+
+def test_tasks_interleave_with_generation() -> None:
+    engine, runner = make_engine(script=list(range(1, 30)))
+    engine.add_request(engine.new_request([1, 2], greedy(20), lambda ev: None))
+    task = CountingTask()
+    assert engine.run_task(task) == 3 and task.closed
+    assert len(runner.batches) >= 3, "generation steps ran between the task's pieces"
+
+
+def test_failing_task_raises_to_its_caller_only() -> None:
+    engine, _ = make_engine()
+    task = CountingTask(fail=True)
+    with pytest.raises(ValueError, match="bad labels"):
+        engine.run_task(task)
+    assert task.closed
+    assert engine.generate([1], greedy(2)).completion_tokens == 2

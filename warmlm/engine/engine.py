@@ -18,6 +18,7 @@ from warmlm.engine.observer import EngineObserver
 from warmlm.engine.request import Request, RequestError, SamplingParams, Status, StreamEvent
 from warmlm.engine.runner import BatchToken, ModelRunner
 from warmlm.engine.scheduler import Scheduler, StepPlan
+from warmlm.engine.task import EngineTask, TaskHandle
 
 log = logging.getLogger("warmlm.engine")
 
@@ -69,6 +70,7 @@ class Engine:
         )
         self._inbox: list[Request] = []
         self._aborts: list[str] = []
+        self._tasks: list[TaskHandle] = []
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
@@ -190,12 +192,58 @@ class Engine:
                     return
             try:
                 self.step()
+                self._advance_task()
             except Exception as exc:  # the engine must report, never die silently
                 self._die(f"{type(exc).__name__}: {exc}")
                 return
 
     def _has_work(self) -> bool:
-        return bool(self._inbox or self._aborts or self.scheduler.running or self.scheduler.waiting)
+        return bool(
+            self._inbox
+            or self._aborts
+            or self._tasks
+            or self.scheduler.running
+            or self.scheduler.waiting
+        )
+
+    def submit_task(self, task: EngineTask) -> TaskHandle:
+        """Queue a task for the engine thread (from the event loop or any thread)."""
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        handle = TaskHandle(task, loop)
+        with self._wake:
+            if self.failure is not None:
+                raise EngineDeadError(self.failure)
+            self._tasks.append(handle)
+            self._wake.notify()
+        return handle
+
+    def run_task(self, task: EngineTask) -> object:
+        """Blocking: run a task to completion (stepping the engine when no thread runs)."""
+        handle = self.submit_task(task)
+        while self._thread is None and not handle._done.is_set():
+            self.step()
+            self._advance_task()
+        return handle.wait()
+
+    def _advance_task(self) -> None:
+        """One piece of the oldest task's work; a failing task fails alone."""
+        with self._lock:
+            handle = self._tasks[0] if self._tasks else None
+        if handle is None:
+            return
+        try:
+            done = handle.cancelled or handle.task.advance(self.runner, self.kv)
+            error = None
+        except Exception as exc:  # user-facing task errors go back to the caller
+            done, error = True, exc
+        if done:
+            with self._lock:
+                self._tasks.remove(handle)
+            handle.task.close(self.runner, self.kv)
+            handle.finish(None if error else handle.task.result(), error)
 
     def _die(self, reason: str) -> None:
         log.error("engine failed: %s", reason)
@@ -203,6 +251,9 @@ class Engine:
             self.failure = reason
             pending = [*self._inbox, *self.scheduler.waiting, *self.scheduler.running]
             self._inbox.clear()
+            tasks, self._tasks = self._tasks, []
+        for handle in tasks:
+            handle.finish(error=EngineDeadError(reason))
         for req in pending:
             req.sink(StreamEvent(req.request_id, "", (), None, req.usage(), error=reason))
         if self.on_failure is not None:
