@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import QWEN, installed, model_path
 from warmlm.config import EngineConfig
 from warmlm.engine.engine import Engine
+from warmlm.engine.kvstore import KVStore, model_fingerprint
 from warmlm.engine.request import Request, SamplingParams, StreamEvent
 from warmlm.engine.runner import ModelRunner
 from warmlm.tasks.chat import ChatTemplate, Message
@@ -78,3 +79,29 @@ def first_difference(a: list[int], b: list[int]) -> int | None:
         if x != y:
             return i
     return None if len(a) == len(b) else min(len(a), len(b))
+
+
+def test_interleaved_sessions_with_eviction_never_see_each_other() -> None:
+    """Eight conversations, three turns each, interleaved over 2 running + 2 cached slots, so
+    sessions are evicted to RAM and restored between turns; no reply holds a foreign word."""
+    path = model_path(QWEN)
+    cfg = EngineConfig(model_path=path, n_ctx=4096, parallel=2, cache_slots=2)
+    runner = ModelRunner(path, n_ctx=4096, n_seq_max=cfg.n_seq_max, n_batch=512, threads=2)
+    try:
+        store = KVStore(model_fingerprint(path), 64 << 20)
+        engine = Engine(runner, cfg, store=store)
+        tpl = ChatTemplate(runner.chat_template(), **runner.special_tokens())
+        history = {w: [Message("system", f"Your secret code word is {w}.")] for w in WORDS}
+        for turn in range(3):
+            for word in WORDS:
+                history[word].append(Message("user", f"Turn {turn}: what is your code word?"))
+                tokens = runner.tokenize(tpl.render(history[word]))
+                out = engine.generate(tokens, SamplingParams(max_tokens=12, temperature=0.0))
+                others = [w for w in WORDS if w != word and w in out.text.upper()]
+                assert not others, f"{word} session saw {others}: {out.text!r}"
+                if turn:
+                    assert out.cached_tokens > 0
+                history[word].append(Message("assistant", out.text))
+        assert engine.kv.stats["restores"] > 0 and engine.kv.stats["evictions"] > 0
+    finally:
+        runner.close()

@@ -1,0 +1,123 @@
+"""Warm KV is correct: a reused, an evicted-and-restored and a restart-restored prefix give
+the same next-token logits as the prefix computed in place, and greedy replies agree with a
+cold prefill up to a near-tie."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import QWEN, installed, model_path
+from warmlm.config import EngineConfig
+from warmlm.engine.engine import Engine
+from warmlm.engine.kvstore import KVStore, model_fingerprint
+from warmlm.engine.request import Request, SamplingParams
+from warmlm.engine.runner import ModelRunner
+from warmlm.tasks.chat import ChatTemplate, Message
+
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not installed(QWEN), reason="Qwen not installed")]
+
+DOC = "The lighthouse keeper logged every ship that passed the northern cape. " * 24
+NEAR_TIE = 1.0
+TOLERANCE = 0.05
+
+
+@pytest.fixture(scope="module")
+def runner() -> Iterator[ModelRunner]:
+    r = ModelRunner(model_path(QWEN), n_ctx=4096, n_seq_max=3, n_batch=512, threads=2)
+    yield r
+    r.close()
+
+
+def chat(runner: ModelRunner, *turns: str) -> list[int]:
+    tpl = ChatTemplate(runner.chat_template(), **runner.special_tokens())
+    msgs = [Message("system", "You are a careful assistant.")]
+    msgs += [Message("user" if i % 2 == 0 else "assistant", t) for i, t in enumerate(turns)]
+    return runner.tokenize(tpl.render(msgs))
+
+
+def engine(runner: ModelRunner, store: KVStore | None = None, reuse: bool = True) -> Engine:
+    runner.clear()
+    cfg = EngineConfig(
+        model_path=Path("m.gguf"), n_ctx=4096, parallel=1, cache_slots=2, prefix_cache=reuse
+    )
+    e = Engine(runner, cfg, store=store)
+    e.kv.reuse = reuse
+    return e
+
+
+def run(e: Engine, prompt: list[int], n: int = 1) -> tuple[Request, list[np.ndarray]]:
+    """Greedy generation of n tokens; returns the request and the logits of every step."""
+    rows: list[np.ndarray] = []
+    e.logits_probe = lambda req, index: rows.append(e.runner.logits(index))
+    done: list[object] = []
+    req = e.new_request(
+        prompt,
+        SamplingParams(max_tokens=n, temperature=0.0),
+        lambda ev: done.append(ev) if ev.finished else None,
+    )
+    e.add_request(req)
+    while not done:
+        e.step()
+    e.logits_probe = None
+    return req, rows
+
+
+def prompts(runner: ModelRunner) -> tuple[list[int], list[int], list[int]]:
+    first = chat(runner, DOC + "\nWhat did the keeper log?")
+    second = chat(runner, DOC + "\nWhat did the keeper log?", "Every ship.", "Which cape?")
+    other = chat(runner, "Tell me a joke about clouds.")
+    return first, second, other
+
+
+def test_reused_evicted_and_restart_restored_prefixes_match(
+    runner: ModelRunner, tmp_path: Path
+) -> None:
+    first, second, other = prompts(runner)
+    fp = model_fingerprint(model_path(QWEN))
+
+    e = engine(runner)  # reference: the prefix stays resident and is adopted
+    run(e, first)
+    reused_req, (reused,) = run(e, second)
+    assert reused_req.cached_tokens > len(first) - 2
+
+    store = KVStore(fp, ram_bytes=256 << 20)
+    e = engine(runner, store)  # evicted to RAM by an unrelated request, then restored
+    run(e, first)
+    for i in range(3):
+        run(e, [*other, 13 + i])  # fill the other slots, pushing `first` out
+    assert e.kv.stats["saved"] >= 1
+    restored_req, (restored,) = run(e, second)
+    assert e.kv.stats["restores"] == 1 and restored_req.cached_tokens == reused_req.cached_tokens
+    assert float(np.abs(restored - reused).max()) <= TOLERANCE
+
+    disk = tmp_path / "kv"
+    e = engine(runner, KVStore(fp, 0, disk, 1 << 30))
+    run(e, first)
+    e.kv.save_all()  # what a graceful shutdown does
+    e = engine(runner, KVStore(fp, 0, disk, 1 << 30))  # a new process: empty KV, same dir
+    disk_req, (from_disk,) = run(e, second)
+    assert disk_req.cached_tokens == reused_req.cached_tokens
+    assert float(np.abs(from_disk - reused).max()) <= TOLERANCE
+
+    e = engine(runner, reuse=False)  # cold prefill of the whole prompt
+    cold_req, (cold,) = run(e, second)
+    assert cold_req.cached_tokens == 0
+    assert int(np.argmax(cold)) == int(np.argmax(reused))
+
+
+def test_greedy_reply_after_reuse_agrees_with_cold_up_to_a_near_tie(runner: ModelRunner) -> None:
+    first, second, _ = prompts(runner)
+    e = engine(runner)
+    run(e, first)
+    warm, _ = run(e, second, n=24)
+    cold, margins = run(engine(runner, reuse=False), second, n=24)
+    for i, (a, b) in enumerate(zip(cold.output_tokens, warm.output_tokens, strict=False)):
+        if a != b:
+            top2 = np.sort(margins[i])[-2:]
+            assert top2[1] - top2[0] < NEAR_TIE, f"diverged at {i} without a near-tie"
+            return
+    assert cold.output_tokens == warm.output_tokens
