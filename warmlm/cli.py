@@ -55,6 +55,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--parallel", type=int, help="sequences decoded at once (default 4)")
     p.add_argument("--threads", type=int, help="CPU threads for llama.cpp (default: all cores)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", choices=["text", "json"], help="json: one object per line")
     p.add_argument("--max-queue", type=int, help="waiting requests before 429 (default 64)")
     p.add_argument("--queue-timeout", type=float, help="seconds queued before 504 (default 60)")
     p.add_argument("--cache-slots", type=int, help="finished sequences kept in KV (default 16)")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "WARMLM_"
+MAX_SEQ = 256  # llama.cpp's LLAMA_MAX_SEQ: n_seq_max of a context is at most this
 
 
 class ConfigError(ValueError):
@@ -46,6 +47,7 @@ class EngineConfig:
     kv_ram_mb: int = 256
     kv_cache_dir: Path | None = None
     kv_disk_mb: int = 4096
+    score_slots: int = 64
 
     def __post_init__(self) -> None:
         _check_range("n_ctx", self.n_ctx, 256, 1 << 20)
@@ -58,15 +60,22 @@ class EngineConfig:
         _check_range("cache_slots", self.cache_slots, 0, 192)
         _check_range("kv_ram_mb", self.kv_ram_mb, 0, 1 << 20)
         _check_range("kv_disk_mb", self.kv_disk_mb, 0, 1 << 24)
-
-    @property
-    def n_seq_max(self) -> int:
-        """llama.cpp sequences: one per running request plus the cached ones."""
-        return self.parallel + (self.cache_slots if self.prefix_cache else 0)
+        _check_range("score_slots", self.score_slots, 0, MAX_SEQ)
         if not 1.0 < self.fairness <= 100.0:
             raise ConfigError(f"fairness must be in (1, 100], got {self.fairness}")
         if self.queue_timeout <= 0:
             raise ConfigError(f"queue_timeout must be > 0, got {self.queue_timeout}")
+
+    @property
+    def first_score_seq(self) -> int:
+        """The first sequence id of label scoring; the KV cache's slots are the ids below it."""
+        return self.parallel + (self.cache_slots if self.prefix_cache else 0)
+
+    @property
+    def n_seq_max(self) -> int:
+        """llama.cpp sequences: one per running request, the cached ones, then scoring ids
+        (as many of `score_slots` as llama.cpp's limit of MAX_SEQ leaves)."""
+        return min(MAX_SEQ, self.first_score_seq + self.score_slots)
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,7 @@ class ServerConfig:
     cache_dir: Path = field(default_factory=default_cache_dir)
     api_key: str | None = None
     log_level: str = "info"
+    log_format: str = "text"
     max_queue: int = 64
     queue_timeout: float = 60.0
     cache_slots: int = 16
@@ -97,6 +107,8 @@ class ServerConfig:
         _check_range("threads", self.threads, 1, 512)
         if self.log_level not in {"debug", "info", "warning", "error"}:
             raise ConfigError(f"log_level must be debug|info|warning|error, got {self.log_level!r}")
+        if self.log_format not in {"text", "json"}:
+            raise ConfigError(f"log_format must be text|json, got {self.log_format!r}")
 
     def engine_config(self, model_path: Path) -> EngineConfig:
         return EngineConfig(

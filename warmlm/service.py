@@ -90,7 +90,7 @@ class Service:
         self._locate = locate
         self._make_config = make_config
         self._runner_factory = runner_factory or _llama_runner
-        self._observer = observer
+        self.observer = observer  # set before start(); the app installs its metrics here
         self._ready = threading.Event()
         self.on_failure: Callable[[str], None] | None = None
 
@@ -129,7 +129,7 @@ class Service:
         runner = self._runner_factory(config)
         specials = runner.special_tokens()
         self.template = ChatTemplate(runner.chat_template(), **specials)
-        engine = Engine(runner, config, self._observer, _kv_store(config))
+        engine = Engine(runner, config, self.observer, _kv_store(config))
         engine.kv.reuse = config.prefix_cache
         return engine
 

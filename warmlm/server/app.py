@@ -18,6 +18,8 @@ from starlette.types import Scope
 
 from warmlm.config import ServerConfig
 from warmlm.server.errors import install_error_handlers
+from warmlm.server.metrics import install_observability
+from warmlm.server.reqlog import configure_logging
 from warmlm.server.routes import router
 from warmlm.service import Service
 
@@ -56,6 +58,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service = service_factory(config)
         service.on_failure = on_fatal
+        service.observer = app.state.observer
         app.state.service = service
         url = f"http://{_url_host(config.host)}:{config.port}/"
         starter = threading.Thread(target=_start, args=(service, url), name="warmlm-startup")
@@ -68,6 +71,7 @@ def create_app(
 
     app = FastAPI(title="warmlm", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
+    install_observability(app)  # /metrics, request log, app.state.observer
     app.include_router(router)
     app.mount("/", WebFiles(directory=WEB_DIR, html=True), name="web")  # last: API routes win
     return app
@@ -104,6 +108,7 @@ def run_server(config: ServerConfig) -> int:
         port=config.port,
         log_level=config.log_level,
         lifespan="on",
+        log_config=configure_logging(config.log_format),
         timeout_graceful_shutdown=10,
     )
     server = uvicorn.Server(uv_config)

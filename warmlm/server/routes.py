@@ -13,6 +13,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from warmlm.engine.engine import Engine, EventStream
 from warmlm.engine.request import SamplingParams, StreamEvent, Usage
 from warmlm.server.errors import APIError, to_api_error
+from warmlm.server.metrics import health_fields
+from warmlm.server.reqlog import note_request
 from warmlm.server.schemas import ChatCompletionRequest, CompletionRequest, SamplingFields
 from warmlm.server.sse import ChunkMeta, event_stream, usage_dict
 from warmlm.service import Service, State
@@ -45,7 +47,9 @@ def check_model(name: str | None, service: Service) -> None:
 
 @router.get("/health")
 async def health(request: Request) -> dict[str, Any]:
-    return service_of(request).health()
+    body = service_of(request).health()
+    body.update(health_fields(request.app, body["rss_bytes"]))
+    return body
 
 
 @router.get("/ready")
@@ -67,6 +71,7 @@ async def models(request: Request) -> dict[str, Any]:
 
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+    note_request(request, model=body.model, user=body.user, stream=body.stream)
     service = service_of(request)
     engine = ready_engine(service)
     check_model(body.model, service)
@@ -78,6 +83,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
 
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request) -> Response:
+    note_request(request, model=body.model, user=body.user, stream=body.stream)
     service = service_of(request)
     engine = ready_engine(service)
     check_model(body.model, service)
@@ -132,6 +138,7 @@ async def _respond(
         events = engine.submit(tokens, params)
     except Exception as exc:
         raise to_api_error(exc) from exc
+    note_request(request, id=events.request_id)
     if body.stream:
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return StreamingResponse(
