@@ -58,7 +58,8 @@ class Engine:
         self.runner = runner
         self.config = config
         self.observer = observer or EngineObserver()
-        self.kv = KVCache(runner, runner.n_ctx, runner.n_seq_max, store, self.observer)
+        n_slots = min(runner.n_seq_max, config.first_score_seq)  # ids above: label scoring
+        self.kv = KVCache(runner, runner.n_ctx, n_slots, store, self.observer)
         self.scheduler = Scheduler(
             self.kv,
             self.observer,

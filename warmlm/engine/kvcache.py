@@ -62,6 +62,7 @@ class KVCache:
         self.store = store
         self.observer = observer or EngineObserver()
         self.reuse = True
+        self.held = 0  # cells of sequences outside the slots (label scoring), see hold_cells
         self.stats = {"evictions": 0, "restores": 0, "saved": 0, "hits": 0, "queries": 0}
 
     # -- accounting -----------------------------------------------------------------------
@@ -69,7 +70,7 @@ class KVCache:
     def cells_reserved(self) -> int:
         """Cells running requests may reach plus cells cached slots hold (shared cells
         are counted once per slot, so this never underestimates)."""
-        total = 0
+        total = self.held
         for s in self.slots:
             if s.owner is not None:
                 total += s.owner.kv_reserve
@@ -84,6 +85,18 @@ class KVCache:
     @property
     def cached_slots(self) -> int:
         return sum(1 for s in self.slots if s.owner is None and len(s.tokens))
+
+    def hold_cells(self, n: int) -> bool:
+        """Reserve n cells for sequences outside the slots (label scoring), evicting idle
+        cached slots for room; False (nothing held) if there is no room now."""
+        if not self._make_room(n, keep=None):
+            return False
+        self.held += n
+        return True
+
+    def drop_cells(self, n: int) -> None:
+        """Give back cells taken with `hold_cells`."""
+        self.held = max(0, self.held - n)
 
     # -- admission ------------------------------------------------------------------------
     def admit(self, req: Request) -> bool:

@@ -33,6 +33,7 @@ class SamplingParams:
     repeat_last_n: int = 64
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
+    grammar: str | None = None  # GBNF (root rule `root`), the first stage of the sampler chain
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:

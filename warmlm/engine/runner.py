@@ -151,7 +151,7 @@ class ModelRunner:
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
 
     def make_sampler(self, params: SamplingParams) -> Sampler:
-        return Sampler(params, self.n_vocab)
+        return Sampler(params, self.n_vocab, self.vocab)
 
     def sample(self, sampler: Sampler, index: int) -> int:
         """Pick (and accept) the next token from batch row `index` of the last decode."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Any
 
@@ -9,14 +10,22 @@ import llama_cpp
 
 from warmlm.engine.request import SamplingParams
 
+log = logging.getLogger("warmlm.engine")
+
 
 class Sampler:
     """A llama.cpp sampler chain; `sample` picks and accepts one token from a batch row."""
 
-    def __init__(self, params: SamplingParams, n_vocab: int) -> None:
+    def __init__(self, params: SamplingParams, n_vocab: int, vocab: Any = None) -> None:
         cparams = llama_cpp.llama_sampler_chain_default_params()
         cparams.no_perf = True
         self.chain: Any = llama_cpp.llama_sampler_chain_init(cparams)
+        if params.grammar is not None:  # first: later stages only see grammar-valid tokens
+            grammar = grammar_stage(vocab, params.grammar)
+            if grammar is None:  # checked before admission (tasks.structured); never fatal here
+                log.error("the grammar of a request failed to compile; sampling unconstrained")
+            else:
+                llama_cpp.llama_sampler_chain_add(self.chain, grammar)
         for stage in _stages(params, n_vocab):
             llama_cpp.llama_sampler_chain_add(self.chain, stage)
 
@@ -27,6 +36,19 @@ class Sampler:
 
     def __del__(self) -> None:
         self.close()
+
+
+def grammar_stage(vocab: Any, grammar: str) -> Any:
+    """A llama.cpp grammar sampler for GBNF text (root rule `root`), or None if it does not
+    compile. The caller owns it (add it to a chain, or `llama_sampler_free` it)."""
+    if vocab is None:
+        return None
+    stage = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
+    return stage or None
+
+
+def _no_penalties(p: SamplingParams) -> bool:
+    return p.repeat_penalty == 1.0 and not p.frequency_penalty and not p.presence_penalty
 
 
 def _stages(p: SamplingParams, n_vocab: int) -> list[Any]:
