@@ -155,6 +155,9 @@ class ModelRunner:
 
     def sample(self, sampler: Sampler, index: int) -> int:
         """Pick (and accept) the next token from batch row `index` of the last decode."""
+        if sampler.argmax_only:
+            ptr = llama_cpp.llama_get_logits_ith(self.ctx, index)
+            return int(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).argmax())
         return int(llama_cpp.llama_sampler_sample(sampler.chain, self.ctx, index))
 
     # -- KV memory ------------------------------------------------------------------------

