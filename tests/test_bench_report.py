@@ -112,7 +112,10 @@ def test_url_runs_get_labelled_sections(tmp_path: Path) -> None:
 
 def test_options_defaults(tmp_path: Path) -> None:
     opts = options(tmp_path, "--levels", "1,2")
-    assert opts.scenarios == ("ceiling", "coldstart", "single", "concurrency", "rss")
+    assert opts.scenarios == (
+        "ceiling", "coldstart", "single", "concurrency", "rss",
+        "multiturn", "sessions", "restart", "fairness",
+    )  # fmt: skip
     assert opts.parallel == 2 and opts.batches == (1, 4, 8) and opts.label == "warmlm"
     assert opts.own_server and opts.docs == Path("docs/benchmarks.md")
     assert options(tmp_path, "--no-docs").docs is None

@@ -49,7 +49,7 @@ def test_long_prompt_is_prefilled_in_chunks_while_others_decode() -> None:
     for _ in range(3):
         engine.step()
     sizes = [len(batch) for batch in runner.batches[1:]]
-    assert sizes == [17, 17, 17], "one decode token for a plus a 16-token chunk of b"
+    assert sizes == [9, 9, 9], "one decode token for a plus an 8-token chunk of b (unmeasured)"
     assert all(any(t.seq_id == a.seq_id for t in batch) for batch in runner.batches[1:])
 
 

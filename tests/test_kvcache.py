@@ -128,3 +128,15 @@ def test_disk_tier_is_capped_lru(tmp_path: Path) -> None:
     for i in range(5):
         store.put([i, i + 1, i + 2], bytes(1000))
     assert sum(p.stat().st_size for p in (tmp_path / "kv").glob("*.kv")) <= 2500
+
+
+def test_a_partial_match_that_blocks_admission_is_given_up() -> None:
+    """A cached sequence sharing a long document with the new prompt must not keep it waiting
+    when the cache is too small to hold both."""
+    kv = KVCache(FakeRunner(), n_cells=120, n_slots=4)
+    a = req(list(range(1, 81)) + [500], max_tokens=10)
+    assert kv.admit(a)
+    finish(kv, a, [7])
+    b = req(list(range(1, 81)) + [600, 601], max_tokens=10)
+    assert kv.admit(b), "evicts the partial match instead of waiting forever"
+    assert b.cached_tokens == 0

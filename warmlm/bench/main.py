@@ -9,7 +9,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from warmlm.bench.options import DEFAULT_MODEL, BenchOptions, int_list, positive
+from warmlm.bench.options import (
+    DEFAULT_MODEL,
+    BenchOptions,
+    add_scenario_args,
+    int_list,
+    positive,
+)
 from warmlm.bench.report import console_summary, write_docs, write_json
 from warmlm.bench.scenarios import all_scenarios
 from warmlm.bench.session import execute
@@ -114,7 +120,7 @@ def add_bench_parser(
         description=DESCRIPTION.format(names=names, default=default),
     )
     p.add_argument("scenarios", nargs="*", metavar="SCENARIO", help=f"all, {names}")
-    for add in (_target_args, _ceiling_args, _load_args, _output_args):
+    for add in (_target_args, _ceiling_args, _load_args, add_scenario_args, _output_args):
         add(p)
     p.set_defaults(func=handler)
 

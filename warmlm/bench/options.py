@@ -13,6 +13,26 @@ from warmlm.config import default_threads
 
 DEFAULT_MODEL = "qwen2.5-coder-0.5b"
 
+# Sizes of the conversation scenarios: (default, with --quick); an explicit option wins over both.
+SCENARIO_SIZES: dict[str, tuple[int, int]] = {
+    "multiturn_doc_tokens": (800, 400),
+    "multiturn_turns": (8, 8),
+    "multiturn_max_tokens": (48, 32),
+    "sessions_conversations": (16, 12),
+    "sessions_doc_tokens": (500, 200),
+    "sessions_turns": (3, 2),
+    "sessions_max_tokens": (24, 16),
+    "restart_doc_tokens": (8000, 2000),
+    "restart_conversations": (2, 2),
+    "fairness_prompt_tokens": (4096, 1024),
+    "fairness_streams": (3, 3),
+    "fairness_max_tokens": (1024, 512),
+}
+
+
+def _full(name: str) -> int:
+    return SCENARIO_SIZES[name][0]
+
 
 def int_list(text: str) -> tuple[int, ...]:
     """`1,4,8` → (1, 4, 8); every entry a positive integer (an argparse `type`)."""
@@ -69,6 +89,20 @@ class BenchOptions:
     ready_timeout: float
     strict: bool
     command: str
+    # the conversation scenarios (multiturn, sessions, restart, fairness); see SCENARIO_SIZES
+    quick: bool = False
+    multiturn_doc_tokens: int = _full("multiturn_doc_tokens")
+    multiturn_turns: int = _full("multiturn_turns")
+    multiturn_max_tokens: int = _full("multiturn_max_tokens")
+    sessions_conversations: int = _full("sessions_conversations")
+    sessions_doc_tokens: int = _full("sessions_doc_tokens")
+    sessions_turns: int = _full("sessions_turns")
+    sessions_max_tokens: int = _full("sessions_max_tokens")
+    restart_doc_tokens: int = _full("restart_doc_tokens")
+    restart_conversations: int = _full("restart_conversations")
+    fairness_prompt_tokens: int = _full("fairness_prompt_tokens")
+    fairness_streams: int = _full("fairness_streams")
+    fairness_max_tokens: int = _full("fairness_max_tokens")
 
     @classmethod
     def from_args(
@@ -81,6 +115,7 @@ class BenchOptions:
         values["docs"] = None if args.no_docs else args.docs
         values["label"] = args.label or ("warmlm" if args.url is None else "url")
         values["command"] = shlex.join(["warmlm", *sys.argv[1:]]) if sys.argv[1:] else "warmlm"
+        values.update(scenario_sizes(args))
         return cls(**values)
 
     @property
@@ -126,3 +161,45 @@ _FIELDS = {
     "ready_timeout",
     "strict",
 }
+
+
+def scenario_sizes(args: argparse.Namespace) -> dict[str, Any]:
+    """`--quick` and the size options of the conversation scenarios, resolved to numbers.
+
+    Tolerates a parser without these options (every size then takes its default)."""
+    quick = bool(getattr(args, "quick", False))
+    values: dict[str, Any] = {"quick": quick}
+    for name, (full, small) in SCENARIO_SIZES.items():
+        given = getattr(args, name, None)
+        values[name] = given if given is not None else (small if quick else full)
+    return values
+
+
+def add_scenario_args(p: argparse.ArgumentParser) -> None:
+    """The options of the multiturn, sessions, restart and fairness scenarios."""
+    g = p.add_argument_group("conversations (multiturn, sessions, restart, fairness)")
+    g.add_argument(
+        "--quick",
+        action="store_true",
+        help="smaller documents and fewer conversations for these scenarios "
+        "(an explicit size option below still wins)",
+    )
+
+    def size(flag: str, text: str) -> None:
+        full, small = SCENARIO_SIZES[flag.removeprefix("--").replace("-", "_")]
+        g.add_argument(
+            flag, type=positive, default=None, help=f"{text} (default {full}; {small} with --quick)"
+        )
+
+    size("--multiturn-doc-tokens", "tokens of the multiturn document")
+    size("--multiturn-turns", "turns of the multiturn conversation")
+    size("--multiturn-max-tokens", "max_tokens of each multiturn answer")
+    size("--sessions-conversations", "conversations of sessions, over --parallel 4")
+    size("--sessions-doc-tokens", "tokens of each sessions conversation's first document")
+    size("--sessions-turns", "turns of each sessions conversation (first + returning)")
+    size("--sessions-max-tokens", "max_tokens of each sessions answer")
+    size("--restart-doc-tokens", "tokens of the restart document")
+    size("--restart-conversations", "restart conversations over that document")
+    size("--fairness-prompt-tokens", "tokens of the long prompt that arrives in fairness")
+    size("--fairness-streams", "running streams in fairness")
+    size("--fairness-max-tokens", "max_tokens of the fairness streams (stopped once measured)")

@@ -105,6 +105,16 @@ class KVCache:
         prompt = np.asarray(req.prompt_tokens, dtype=np.int32)
         limit = len(prompt) - 1  # the last prompt token is always decoded, for its logits
         src, n_res = self._best_resident(prompt, limit) if self.reuse else (None, 0)
+        if self._admit_from(req, prompt, limit, src, n_res):
+            return True
+        # No room while keeping the matched sequence: give the reuse up rather than wait
+        # (the match may be all that stands between the request and a free cell).
+        idle_src = src is not None and src.owner is None
+        return idle_src and self._admit_from(req, prompt, limit, None, 0)
+
+    def _admit_from(
+        self, req: Request, prompt: np.ndarray, limit: int, src: Slot | None, n_res: int
+    ) -> bool:
         if src is not None and src.owner is None and n_res == len(src.tokens):
             if not self._make_room(req.kv_reserve - n_res, keep=src):
                 return False

@@ -54,10 +54,6 @@ def grammar_stage(vocab: Any, grammar: str) -> Any:
     return stage or None
 
 
-def _no_penalties(p: SamplingParams) -> bool:
-    return p.repeat_penalty == 1.0 and not p.frequency_penalty and not p.presence_penalty
-
-
 def _stages(p: SamplingParams, n_vocab: int) -> list[Any]:
     stages = []
     if p.repeat_penalty != 1.0 or p.frequency_penalty or p.presence_penalty:

@@ -50,7 +50,7 @@ class Scheduler:
         self.observer = observer
         self.parallel = parallel
         self.max_batch_tokens = max_batch_tokens
-        self.budget = PrefillBudget(fairness, min(16, prefill_chunk), prefill_chunk)
+        self.budget = PrefillBudget(fairness, min(8, prefill_chunk), prefill_chunk)
         self.queue_timeout = queue_timeout
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
