@@ -7,7 +7,7 @@ import json
 import queue
 import sys
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 
@@ -15,12 +15,17 @@ from warmlm.config import ServerConfig
 from warmlm.engine.request import SamplingParams, StreamEvent
 from warmlm.service import Service
 from warmlm.tasks.chat import Message
+from warmlm.tasks.classify import ClassifyRequest, classify_blocking, format_item
 
 
 class Backend(Protocol):
     def stream(
         self, messages: list[Message], temperature: float, max_tokens: int
     ) -> Iterator[str]: ...
+
+    def classify(self, req: ClassifyRequest) -> dict[str, Any]:
+        """The `/v1/classify` response for a request (local engine or server alike)."""
+        ...
 
 
 class RemoteBackend:
@@ -50,6 +55,14 @@ class RemoteBackend:
                 for choice in chunk.get("choices", []):
                     yield choice.get("delta", {}).get("content") or ""
 
+    def classify(self, req: ClassifyRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {"input": list(req.inputs), "labels": list(req.labels)}
+        body.update(task=req.task, multi_label=req.multi_label)
+        resp = self.client.post("/v1/classify", json=body)
+        if resp.status_code != 200:
+            raise RuntimeError(resp.json().get("error", {}).get("message", resp.text))
+        return dict(resp.json())
+
 
 class LocalBackend:
     """Loads the model in this process (locate → load → warm up) and streams from the engine."""
@@ -76,6 +89,9 @@ class LocalBackend:
             if req.finish_reason is None:
                 engine.abort(req.request_id)
 
+    def classify(self, req: ClassifyRequest) -> dict[str, Any]:
+        return classify_blocking(self.service, req)
+
 
 def make_backend(args: argparse.Namespace) -> Backend:
     if args.url:
@@ -100,6 +116,9 @@ def run_chat(args: argparse.Namespace) -> int:
         if not line:
             return 0
         history.append(Message("user", line))
+        if getattr(args, "sentiment", False):  # the turn's sentiment first, then the reply
+            item = backend.classify(ClassifyRequest.build(line))["data"][0]
+            print(f"     [sentiment: {format_item(item)}]", flush=True)
         reply = []
         print("bot> ", end="", flush=True)
         for piece in backend.stream(history, args.temperature, args.max_tokens):
@@ -107,3 +126,32 @@ def run_chat(args: argparse.Namespace) -> int:
             print(piece, end="", flush=True)
         print()
         history.append(Message("assistant", "".join(reply)))
+
+
+def run_classify(args: argparse.Namespace) -> int:
+    """`warmlm classify TEXT... [--labels ...]`: one line per text (or the JSON response)."""
+    try:
+        req = ClassifyRequest.build(args.text, args.labels, args.task, args.multi_label)
+    except ValueError as exc:
+        print(f"warmlm classify: {exc}", file=sys.stderr)
+        return 2
+    backend = make_backend(args)
+    try:
+        body = backend.classify(req)
+    except (RuntimeError, ValueError) as exc:
+        print(f"warmlm classify: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(body, ensure_ascii=False, indent=2))
+        return 0
+    for text, item in zip(req.inputs, body["data"], strict=True):
+        print(_classified(text, item, len(req.inputs) > 1))
+    return 0
+
+
+def _classified(text: str, item: dict[str, Any], many: bool) -> str:
+    line = format_item(item)
+    if not many:
+        return line
+    short = text if len(text) <= 48 else text[:47] + "…"
+    return f"{line}\t{short}"

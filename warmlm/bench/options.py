@@ -27,6 +27,7 @@ SCENARIO_SIZES: dict[str, tuple[int, int]] = {
     "fairness_prompt_tokens": (4096, 1024),
     "fairness_streams": (3, 3),
     "fairness_max_tokens": (1024, 512),
+    "soak_minutes": (30, 1),
 }
 
 
@@ -103,6 +104,9 @@ class BenchOptions:
     fairness_prompt_tokens: int = _full("fairness_prompt_tokens")
     fairness_streams: int = _full("fairness_streams")
     fairness_max_tokens: int = _full("fairness_max_tokens")
+    classify_data: Path | None = None  # classify: {text, label} JSONL (None: the shipped sample)
+    classify_items: int | None = None  # classify: items timed one by one (None: all)
+    soak_minutes: int = _full("soak_minutes")
 
     @classmethod
     def from_args(
@@ -116,6 +120,8 @@ class BenchOptions:
         values["label"] = args.label or ("warmlm" if args.url is None else "url")
         values["command"] = shlex.join(["warmlm", *sys.argv[1:]]) if sys.argv[1:] else "warmlm"
         values.update(scenario_sizes(args))
+        values["classify_data"] = getattr(args, "data", None)
+        values["classify_items"] = getattr(args, "classify_items", None)
         return cls(**values)
 
     @property
@@ -203,3 +209,10 @@ def add_scenario_args(p: argparse.ArgumentParser) -> None:
     size("--fairness-prompt-tokens", "tokens of the long prompt that arrives in fairness")
     size("--fairness-streams", "running streams in fairness")
     size("--fairness-max-tokens", "max_tokens of the fairness streams (stopped once measured)")
+    g.add_argument(
+        "--minutes",
+        dest="soak_minutes",
+        type=positive,
+        default=None,
+        help="minutes of the soak scenario (default 30; 1 with --quick)",
+    )

@@ -48,8 +48,8 @@ class ScoreRunner(Protocol):
     def seq_rm(self, seq_id: int, p0: int = -1, p1: int = -1) -> None: ...
 
 
-class ScoringUnavailable(RuntimeError):
-    """The engine has no sequence ids for scoring (`score_slots` is 0 or taken by the cache)."""
+class ScoringUnavailable(RequestError):
+    """The engine has too few sequence ids for scoring (`score_slots` is 0 or too small)."""
 
 
 @dataclass(frozen=True)
@@ -90,11 +90,10 @@ class ScoreResult:
 
 
 def log_softmax_at(logits: np.ndarray, ids: Sequence[int]) -> list[float]:
-    """log softmax(logits)[ids], computed in float64 without materializing the whole softmax."""
-    row = logits.astype(np.float64, copy=False)
-    top = float(row.max())
-    lse = top + float(np.log(np.exp(row - top).sum()))
-    return [float(row[i]) - lse for i in ids]
+    """log softmax(logits)[ids]: one pass of exp over the row (float32, summed in float64)."""
+    top = float(logits.max())
+    lse = top + float(np.log(np.exp(logits - np.float32(top)).sum(dtype=np.float64)))
+    return [float(logits[i]) - lse for i in ids]
 
 
 # -- the per-engine pool of scoring sequences ---------------------------------------------------
@@ -278,9 +277,11 @@ class ScoreTask:
     # -- pieces -------------------------------------------------------------------------------
     def _start(self, runner: ScoreRunner, kv: KVCache) -> ScoringPool:
         pool = pool_of(runner, kv)
-        if pool.size < 2:
+        branching = any(b.tokens for it in self.items for b in it.branches)
+        need = (1 if self.prefix else 0) + 1 + (1 if branching else 0)
+        if pool.size < need:
             raise ScoringUnavailable(
-                f"label scoring needs at least 2 sequence ids, the engine has {pool.size} "
+                f"label scoring needs {need} sequence ids, the engine has {pool.size} "
                 "(raise score_slots)"
             )
         widest = max(it.cells for it in self.items)
@@ -410,7 +411,9 @@ class ScoreTask:
                 b.tokens for b in run.item.branches
             )
             if len(pool.free) < (2 if branching else 1):
-                return
+                if self._running or not pool.evict_one(runner, kv):  # idle prefixes hold ids
+                    return
+                continue
             if not kv.hold_cells(run.item.cells):
                 if not self._running:
                     self._check_can_wait(kv, run.item.cells)
