@@ -39,7 +39,8 @@ class Fake(Scenario):
 def options(tmp_path: Path, *argv: str) -> BenchOptions:
     args = build_parser().parse_args(["bench", *argv, "--out", str(tmp_path / "out")])
     known = tuple(s.name for s in all_scenarios())
-    return BenchOptions.from_args(args, known, known)
+    default = tuple(s.name for s in all_scenarios() if s.in_all)
+    return BenchOptions.from_args(args, default, known)
 
 
 def record(opts: BenchOptions, results: dict[str, Result]) -> RunRecord:
@@ -114,7 +115,7 @@ def test_options_defaults(tmp_path: Path) -> None:
     opts = options(tmp_path, "--levels", "1,2")
     assert opts.scenarios == (
         "ceiling", "coldstart", "single", "concurrency", "rss",
-        "multiturn", "sessions", "restart", "fairness",
+        "multiturn", "sessions", "classify", "restart", "fairness",
     )  # fmt: skip
     assert opts.parallel == 2 and opts.batches == (1, 4, 8) and opts.label == "warmlm"
     assert opts.own_server and opts.docs == Path("docs/benchmarks.md")

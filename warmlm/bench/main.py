@@ -9,6 +9,15 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from warmlm.bench.compare import (
+    add_compare_args,
+    compare_console,
+    compare_plan,
+    execute_compare,
+    publish,
+    record_json,
+    regenerate,
+)
 from warmlm.bench.options import (
     DEFAULT_MODEL,
     BenchOptions,
@@ -16,8 +25,9 @@ from warmlm.bench.options import (
     int_list,
     positive,
 )
-from warmlm.bench.report import console_summary, write_docs, write_json
+from warmlm.bench.report import console_summary, write_json
 from warmlm.bench.scenarios import all_scenarios
+from warmlm.bench.scenarios.classify import add_args as add_classify_args
 from warmlm.bench.session import execute
 from warmlm.bench.targets import all_passed
 
@@ -119,29 +129,43 @@ def add_bench_parser(
         help="benchmark against the llama.cpp ceiling",
         description=DESCRIPTION.format(names=names, default=default),
     )
-    p.add_argument("scenarios", nargs="*", metavar="SCENARIO", help=f"all, {names}")
-    for add in (_target_args, _ceiling_args, _load_args, add_scenario_args, _output_args):
+    p.add_argument(
+        "scenarios", nargs="*", metavar="SCENARIO", help=f"all, {names} (or: report --from FILE)"
+    )
+    for add in (
+        _target_args, _ceiling_args, _load_args, add_scenario_args, add_classify_args,
+        add_compare_args, _output_args,
+    ):  # fmt: skip
         add(p)
     p.set_defaults(func=handler)
 
 
 def run_bench(args: argparse.Namespace) -> int:
     """Run the chosen scenarios; exit 1 on a failed scenario (or a missed target with --strict)."""
+    if args.scenarios[:1] == ["report"]:  # `warmlm bench report --from FILE`: docs only
+        return regenerate(args)
     scenarios = all_scenarios()
     default = tuple(s.name for s in scenarios if s.in_all)
     try:
-        options = BenchOptions.from_args(args, default, tuple(s.name for s in scenarios))
+        plan = compare_plan(args)  # None without --compare
+        wanted = default if plan is None else plan.default
+        options = BenchOptions.from_args(args, wanted, tuple(s.name for s in scenarios))
     except ValueError as exc:
         print(f"warmlm bench: {exc}", file=sys.stderr)
         return 2
     selected = [s for s in scenarios if s.name in options.scenarios]
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per /ready poll otherwise
-    record = execute(options, selected)
+    if plan is None:
+        record = execute(options, selected)
+    else:
+        record = execute_compare(options, selected, plan)
     path = write_json(record, options.out)
     if options.docs is not None:
         full_run = set(default) <= set(options.scenarios)
-        write_docs(record, selected, full_run, options.docs)
+        publish(record, selected, full_run, options.docs, path)
     print(console_summary(record))
+    if plan is not None:
+        print("\n" + compare_console(record_json(record)))
     print(f"\nresults: {path}" + (f"; docs: {options.docs}" if options.docs else ""))
     if any("error" in r for r in record.results.values()):
         return 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ class RunRecord:
     machine: dict[str, Any]
     results: dict[str, Result]
     targets: dict[str, list[Target]]
+    peers: dict[str, Any] = field(default_factory=dict)  # --compare: label → peer and results
 
     @property
     def complete(self) -> bool:
@@ -50,6 +51,7 @@ class RunRecord:
             "options": options,
             "results": self.results,
             "targets": [t.to_dict() for t in self.all_targets()],
+            **({"peers": self.peers} if self.peers else {}),
         }
 
 

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import ClassVar
 
 import httpx
 
@@ -25,6 +26,8 @@ class ServerFailed(RuntimeError):
 @dataclass(frozen=True)
 class ServerSpec:
     """How to start warmlm: the flags `warmlm bench` passes through to `warmlm serve`."""
+
+    ready_path: ClassVar[str] = "/ready"  # polled until 200 (peers name their own)
 
     model: str
     threads: int
@@ -111,13 +114,14 @@ class ServerProcess:
             )
 
     async def wait_ready(self, timeout: float) -> float:
-        """Poll `/ready` every 20 ms; seconds from process start to its first 200."""
+        """Poll `/ready` (the spec's `ready_path`) every 20 ms; seconds from process start to its
+        first 200."""
         deadline = self.started_at + timeout
         async with httpx.AsyncClient(base_url=self.url, timeout=1.0) as http:
             while time.perf_counter() < deadline:
                 self._check_alive()
                 try:
-                    resp = await http.get("/ready")
+                    resp = await http.get(self.spec.ready_path)
                     if resp.status_code == 200:
                         return time.perf_counter() - self.started_at
                 except httpx.HTTPError:
