@@ -73,7 +73,8 @@ def test_states_loading_warming_ready() -> None:
     app = create_app(ServerConfig(model="fake"), service_factory=factory(loc, warm))
     with TestClient(app) as client:
         assert loc.entered.wait(5)
-        assert client.get("/health").json()["status"] == "loading"
+        loading = client.get("/health")
+        assert loading.status_code == 200 and loading.json()["status"] == "loading"
         r = client.get("/ready")
         assert r.status_code == 503
         r = client.post("/v1/chat/completions", json=CHAT)
@@ -99,6 +100,7 @@ def test_failed_load_reports_failed_and_calls_on_fatal() -> None:
     with TestClient(app) as client:
         body = _wait_status(client, "failed")
         assert "no such model" in body["error"]
+        assert client.get("/health").status_code == 503  # a supervisor restarts the process
         assert client.get("/ready").status_code == 503
     assert fatal and "no such model" in fatal[0]
 

@@ -16,6 +16,12 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from warmlm.cluster.options import ray_requested
+
+    if ray_requested(args):  # --ray: replicas on Ray Serve (docs/scaling.md)
+        from warmlm.cluster.launch import options_from_args, run_cluster
+
+        return run_cluster(server_config(args), options_from_args(args))
     from warmlm.server.app import run_server
 
     return run_server(server_config(args))
@@ -69,7 +75,43 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kv-ram-mb", type=int, help="RAM for evicted KV states (default 256)")
     p.add_argument("--kv-cache-dir", type=Path, help="also keep KV states on disk (opt-in)")
     p.add_argument("--kv-disk-mb", type=int, help="disk cap for --kv-cache-dir (default 4096)")
+    _add_security(p)
+    _add_cluster(p)
     p.set_defaults(func=_serve)
+
+
+def _add_security(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("security and shutdown (docs/security.md)")
+    g.add_argument("--api-key", help="require `Authorization: Bearer KEY` (env WARMLM_API_KEY)")
+    g.add_argument("--api-key-file", type=Path, help="read the API key from this file")
+    g.add_argument(
+        "--cors-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="a browser origin allowed to call the API (repeatable; default: none)",
+    )
+    g.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="HOST",
+        help="a Host header accepted besides localhost/127.0.0.1/[::1] (repeatable)",
+    )
+    g.add_argument("--max-body-bytes", type=int, help="request body limit (default 2 MiB)")
+    g.add_argument("--max-header-bytes", type=int, help="request head limit (default 16 KiB)")
+    g.add_argument(
+        "--drain-timeout", type=float, help="seconds in-flight requests get on SIGTERM (20)"
+    )
+
+
+def _add_cluster(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("scaling out on Ray Serve (docs/scaling.md)")
+    g.add_argument("--ray", action="store_true", help="serve replicas on Ray Serve")
+    g.add_argument("--replicas", type=int, metavar="N", help="engine replicas (default 2)")
+    g.add_argument("--autoscale", metavar="MIN:MAX", help="autoscale between MIN and MAX replicas")
+    g.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster (default: local)")
+    g.add_argument(
+        "--replica-threads", type=int, metavar="T", help="threads per replica (cores / replicas)"
+    )
 
 
 def _add_chat(sub: argparse._SubParsersAction) -> None:
@@ -80,7 +122,29 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--max-tokens", type=int, default=512)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument(
+        "--sentiment", action="store_true", help="show each turn's sentiment before the reply"
+    )
     p.set_defaults(func=_chat)
+
+
+def _classify(args: argparse.Namespace) -> int:
+    from warmlm.terminal import run_classify
+
+    return run_classify(args)
+
+
+def _add_classify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("classify", help="classify text by label scoring (default: sentiment)")
+    p.add_argument("text", nargs="+", help="the text to classify (each argument is one input)")
+    p.add_argument("--labels", nargs="+", help="candidate labels (default: positive negative)")
+    p.add_argument("--task", help='"sentiment" (default) or an instruction for the labels')
+    p.add_argument("--multi-label", action="store_true", help="judge each label on its own")
+    p.add_argument("--json", action="store_true", help="print the API response as JSON")
+    p.add_argument("--url", help="a running server's base URL (default: load the model here)")
+    p.add_argument("--model", default=None, help="registry name or .gguf path")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=_classify)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub)
     _add_chat(sub)
+    _add_classify(sub)
     models = sub.add_parser("models", help="list known models and their GGUF metadata")
     models.set_defaults(func=_models)
     from warmlm.bench.main import add_bench_parser

@@ -89,7 +89,13 @@ class ServerConfig:
     parallel: int = 4
     threads: int = field(default_factory=default_threads)
     cache_dir: Path = field(default_factory=default_cache_dir)
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # never in a log or repr
+    api_key_file: Path | None = None
+    cors_origin: tuple[str, ...] = ()  # browser origins allowed (env: comma-separated)
+    allowed_host: tuple[str, ...] = ()  # Host names accepted besides the loopback ones
+    max_body_bytes: int = 2 << 20
+    max_header_bytes: int = 16 << 10
+    drain_timeout: float = 20.0  # fits Kubernetes' default 30 s grace period
     log_level: str = "info"
     log_format: str = "text"
     max_queue: int = 64
@@ -109,6 +115,12 @@ class ServerConfig:
             raise ConfigError(f"log_level must be debug|info|warning|error, got {self.log_level!r}")
         if self.log_format not in {"text", "json"}:
             raise ConfigError(f"log_format must be text|json, got {self.log_format!r}")
+        _check_range("max_body_bytes", self.max_body_bytes, 1024, 1 << 30)
+        _check_range("max_header_bytes", self.max_header_bytes, 1024, 1 << 20)
+        if not 0 <= self.drain_timeout <= 3600:
+            raise ConfigError(f"drain_timeout must be in [0, 3600] s, got {self.drain_timeout}")
+        for name in ("cors_origin", "allowed_host"):  # a list from flags, a string from env
+            object.__setattr__(self, name, _string_tuple(getattr(self, name)))
 
     def engine_config(self, model_path: Path) -> EngineConfig:
         return EngineConfig(
@@ -151,6 +163,11 @@ def _coerce(name: str, type_name: Any, raw: str) -> Any:
     except ValueError as exc:
         raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from exc
     return raw
+
+
+def _string_tuple(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    return tuple(item.strip() for item in items if item.strip())
 
 
 def _check_range(name: str, value: int, lo: int, hi: int) -> None:

@@ -23,6 +23,11 @@ from warmlm.tasks.chat import ChatTemplate, Message
 log = logging.getLogger("warmlm.startup")
 T = TypeVar("T")
 
+# Fault injection for tests (tests/test_e2e_faults.py): after this many engine steps past
+# warm-up, the runner's decode raises, as a failed llama_decode would. Read once here; when
+# unset, nothing is wrapped and the hot path is untouched.
+FAULT_ENV = "WARMLM_FAULT_AFTER_STEPS"
+
 WARMUP_MESSAGES = (
     Message("system", "You are a helpful assistant."),
     Message("user", "Say hello in one short sentence."),
@@ -108,6 +113,7 @@ class Service:
             engine.start()
             self.state = State.WARMING
             self._step("warm up", lambda: self._warm_up(engine))
+            _inject_fault(engine)
             self.engine = engine
             self.state = State.READY
             self._ready.set()
@@ -192,6 +198,26 @@ class Service:
     def shutdown(self) -> None:
         if self.engine is not None:
             self.engine.shutdown()
-            self.engine.kv.save_all()
+            if self.state is not State.FAILED:  # never save state from a failed context
+                self.engine.kv.save_all()
             self.engine.runner.close()
             self.engine = None
+
+
+def _inject_fault(engine: Engine) -> None:
+    """`WARMLM_FAULT_AFTER_STEPS=N`: the N+1-th decode from now raises (see FAULT_ENV)."""
+    raw = os.environ.get(FAULT_ENV)
+    if not raw:
+        return
+    left = int(raw)
+    decode = engine.runner.decode
+
+    def failing_decode(batch: Any) -> None:
+        nonlocal left
+        left -= 1
+        if left < 0:
+            raise RuntimeError(f"injected fault ({FAULT_ENV}): llama_decode failed")
+        decode(batch)
+
+    engine.runner.decode = failing_decode  # type: ignore[method-assign,assignment]
+    log.warning("fault injection: decode fails after %d more steps", int(raw))

@@ -18,9 +18,11 @@ from starlette.types import Scope
 
 from warmlm.config import ServerConfig
 from warmlm.server.errors import install_error_handlers
+from warmlm.server.lifecycle import CANCEL_GRACE_S, DrainingServer, install_drain, leftover_threads
 from warmlm.server.metrics import install_observability
 from warmlm.server.reqlog import configure_logging
 from warmlm.server.routes import router
+from warmlm.server.security import bind_warning, install_security
 from warmlm.service import Service
 
 log = logging.getLogger("warmlm.server")
@@ -71,7 +73,9 @@ def create_app(
 
     app = FastAPI(title="warmlm", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
-    install_observability(app)  # /metrics, request log, app.state.observer
+    install_drain(app, config.drain_timeout)  # innermost: counts requests in flight
+    app.state.requires_key = install_security(app, config) is not None
+    install_observability(app)  # /metrics, request log (outermost: refusals are logged too)
     app.include_router(router)
     app.mount("/", WebFiles(directory=WEB_DIR, html=True), name="web")  # last: API routes win
     return app
@@ -92,7 +96,8 @@ def _url_host(host: str) -> str:
 
 
 def run_server(config: ServerConfig) -> int:
-    """Serve until interrupted; exit code 1 when the model fails to load or the engine dies."""
+    """Serve until SIGTERM/SIGINT (drained: exit 0); 1 when the model fails to load or the
+    engine dies, so that a supervisor restarts the process."""
     failure: list[str] = []
     server: uvicorn.Server | None = None
 
@@ -109,15 +114,22 @@ def run_server(config: ServerConfig) -> int:
         log_level=config.log_level,
         lifespan="on",
         log_config=configure_logging(config.log_format),
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=CANCEL_GRACE_S,  # after the drain (lifecycle.py)
+        http="h11",  # httptools has no limit on the request head; h11 enforces one
+        h11_max_incomplete_event_size=config.max_header_bytes,
     )
-    server = uvicorn.Server(uv_config)
+    server = DrainingServer(uv_config, app.state.drain)
+    warning = bind_warning(config, app.state.requires_key)
+    if warning:
+        log.warning("%s", warning)
     log.info(
         "warmlm listening on http://%s:%d/ (model loads in the background)",
         config.host,
         config.port,
     )
     server.run()
+    if leftover_threads():
+        log.warning("threads still alive at exit: %s", ", ".join(leftover_threads()))
     if failure:
         print(f"warmlm: {failure[0]}", file=sys.stderr)
         return 1

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from warmlm.engine.engine import EngineDeadError, QueueFullError
@@ -27,6 +28,46 @@ _TYPES = {
     500: "server_error",
     503: "service_unavailable",
     504: "timeout_error",
+}
+
+
+class ErrorObject(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """The OpenAI error object: every 4xx and 5xx of this server (OpenAPI documentation)."""
+
+    error: ErrorObject
+
+
+_ERROR_DOC: dict[str, Any] = {"model": ErrorResponse, "description": "the OpenAI error object"}
+# For `APIRouter(responses=...)`: "default" also keeps FastAPI from documenting a 422 that this
+# server never sends (validation errors are 400s).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **{code: _ERROR_DOC for code in (400, 401, 403, 404, 413, 429, 503, 504)},
+    "default": _ERROR_DOC,
+}
+STATE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    503: {
+        "description": "not ready, or (for /health) failed: the state as JSON",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+}
+_SSE_EVENT = {
+    "type": "object",
+    "properties": {"data": {"type": "string", "description": "a JSON chunk, or [DONE]"}},
+    "required": ["data"],
+}
+SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "a completion; with `stream: true`, server-sent events ending with "
+        "`data: [DONE]`",
+        "content": {"text/event-stream": {"schema": _SSE_EVENT}},  # 3.1: one event
+    }
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from typing import Any
@@ -12,15 +13,29 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from warmlm.engine.engine import Engine, EventStream
 from warmlm.engine.request import SamplingParams, StreamEvent, Usage
-from warmlm.server.errors import APIError, to_api_error
+from warmlm.server.errors import (
+    ERROR_RESPONSES,
+    SSE_RESPONSE,
+    STATE_RESPONSE,
+    APIError,
+    to_api_error,
+)
+from warmlm.server.lifecycle import drain_of
 from warmlm.server.metrics import health_fields
 from warmlm.server.reqlog import note_request
-from warmlm.server.schemas import ChatCompletionRequest, CompletionRequest, SamplingFields
+from warmlm.server.schemas import (
+    ChatCompletionRequest,
+    ClassifyRequestBody,
+    CompletionRequest,
+    SamplingFields,
+)
 from warmlm.server.sse import ChunkMeta, event_stream, usage_dict
 from warmlm.service import Service, State
 from warmlm.tasks.chat import Message
+from warmlm.tasks.classify import ClassifyError, ClassifyRequest, classifier_for
+from warmlm.tasks.structured import UnsupportedSchema, check_grammar, response_format_grammar
 
-router = APIRouter()
+router = APIRouter(responses=ERROR_RESPONSES)
 
 TEMPERATURE, TOP_P, TOP_K = 0.7, 0.8, 20  # the Qwen2.5 family's recommended sampling
 DISCONNECT_POLL_S = 0.25
@@ -45,14 +60,19 @@ def check_model(name: str | None, service: Service) -> None:
         raise APIError(404, f"model {name!r} does not exist", param="model", code="model_not_found")
 
 
-@router.get("/health")
-async def health(request: Request) -> dict[str, Any]:
-    body = service_of(request).health()
+@router.get("/health", responses=STATE_RESPONSE)
+async def health(request: Request) -> Response:
+    """200 while loading, warming, ready or draining; 503 once failed (restart me)."""
+    service = service_of(request)
+    body = service.health()
     body.update(health_fields(request.app, body["rss_bytes"]))
-    return body
+    drain = drain_of(request.app)
+    if drain is not None and drain.draining and service.state is not State.FAILED:
+        body["status"] = "draining"
+    return JSONResponse(body, status_code=503 if service.state is State.FAILED else 200)
 
 
-@router.get("/ready")
+@router.get("/ready", responses=STATE_RESPONSE)
 async def ready(request: Request) -> Response:
     service = service_of(request)
     status = 200 if service.state is State.READY else 503
@@ -69,7 +89,7 @@ async def models(request: Request) -> dict[str, Any]:
     return {"object": "list", "data": data}
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", responses=SSE_RESPONSE)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     note_request(request, model=body.model, user=body.user, stream=body.stream)
     service = service_of(request)
@@ -78,10 +98,42 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     messages = [Message(_role(m.role), m.text()) for m in body.messages]
     tokens = service.tokenize_chat(messages)
     meta = ChunkMeta(f"chatcmpl-{uuid.uuid4().hex[:24]}", service.info.model_name, chat=True)
-    return await _respond(engine, tokens, body, body.limit(), meta, request)
+    grammar = _grammar(body, engine)
+    return await _respond(engine, tokens, body, body.limit(), meta, request, grammar)
 
 
-@router.post("/v1/completions")
+def _grammar(body: ChatCompletionRequest, engine: Engine) -> str | None:
+    """`response_format` as a grammar that compiles for this model (else 400 naming why)."""
+    if body.response_format is None:
+        return None
+    try:
+        grammar = response_format_grammar(body.response_format.model_dump(by_alias=True))
+        if grammar is not None:
+            check_grammar(getattr(engine.runner, "vocab", None), grammar)
+    except UnsupportedSchema as exc:
+        raise APIError(400, str(exc), param="response_format", code="unsupported_schema") from exc
+    return grammar
+
+
+@router.post("/v1/classify")
+async def classify(body: ClassifyRequestBody, request: Request) -> Response:
+    """Every label's probability for each input (label scoring: tasks.classify)."""
+    note_request(request, model=body.model, user=body.user, stream=False)
+    service = service_of(request)
+    engine = ready_engine(service)
+    check_model(body.model, service)
+    try:
+        spec = ClassifyRequest.build(body.input, body.labels, body.task, body.multi_label)
+        prepared = classifier_for(service).prepare(spec)
+        result = await engine.submit_task(prepared.task).wait_async()
+    except ClassifyError as exc:
+        raise APIError(400, str(exc), param=exc.param, code=exc.code) from exc
+    except Exception as exc:
+        raise to_api_error(exc) from exc
+    return JSONResponse(prepared.response(result, service.info.model_name))
+
+
+@router.post("/v1/completions", responses=SSE_RESPONSE)
 async def completions(body: CompletionRequest, request: Request) -> Response:
     note_request(request, model=body.model, user=body.user, stream=body.stream)
     service = service_of(request)
@@ -123,6 +175,7 @@ async def _respond(
     limit: int | None,
     meta: ChunkMeta,
     request: Request,
+    grammar: str | None = None,
 ) -> Response:
     room = engine.runner.n_ctx - len(tokens)
     if room <= 0:
@@ -134,6 +187,8 @@ async def _respond(
             code="context_length_exceeded",
         )
     params = sampling_params(body, limit, room, engine.config.default_max_tokens)
+    if grammar is not None:
+        params = dataclasses.replace(params, grammar=grammar)
     try:
         events = engine.submit(tokens, params)
     except Exception as exc:

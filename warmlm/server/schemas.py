@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 MAX_STOP = 4
 MAX_MESSAGES = 512
@@ -18,8 +25,17 @@ def _no_surrogates(text: str) -> str:
     return text
 
 
+def _off(value: bool) -> bool:
+    if value:
+        raise ValueError("not supported by this server")
+    return value
+
+
+Off = Annotated[bool, AfterValidator(_off)]  # a flag this server accepts only as false
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # "5" is not 5, 0 is not false
 
 
 class TextPart(Strict):
@@ -69,7 +85,7 @@ class SamplingFields(Strict):
     stream_options: StreamOptions | None = None
     n: Annotated[int, Field(ge=1, le=1)] = 1
     user: Annotated[str, Field(max_length=256)] | None = None
-    logprobs: Literal[False] | None = None
+    logprobs: Off | None = None
 
     @field_validator("stop")
     @classmethod
@@ -93,9 +109,30 @@ class SamplingFields(Strict):
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
+class JSONSchemaFormat(Strict):
+    name: Annotated[str, Field(max_length=64)] | None = None
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(Strict):
+    """`text`, `json_object`, or `json_schema` (enforced by a grammar: tasks.structured)."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("type json_schema needs a json_schema object")
+        return self
+
+
 class ChatCompletionRequest(SamplingFields):
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
     max_completion_tokens: Annotated[int, Field(ge=1, le=1 << 20)] | None = None
+    response_format: ResponseFormat | None = None
 
     @model_validator(mode="after")
     def _roles(self) -> ChatCompletionRequest:
@@ -109,7 +146,7 @@ class ChatCompletionRequest(SamplingFields):
 
 class CompletionRequest(SamplingFields):
     prompt: str | list[str]
-    echo: Literal[False] = False
+    echo: Off = False
 
     @field_validator("prompt")
     @classmethod
@@ -127,3 +164,21 @@ class CompletionRequest(SamplingFields):
 
     def limit(self) -> int | None:
         return self.max_tokens
+
+
+class ClassifyRequestBody(Strict):
+    """`POST /v1/classify`; sizes, emptiness and duplicates are checked by tasks.classify."""
+
+    model: str | None = None
+    input: str | list[str]
+    labels: list[str] | None = None
+    task: str | None = None
+    multi_label: bool = False
+    user: Annotated[str, Field(max_length=256)] | None = None
+
+    @field_validator("input", "labels", "task")
+    @classmethod
+    def _text(cls, v: str | list[str] | None) -> str | list[str] | None:
+        for text in [v] if isinstance(v, str) else (v or []):
+            _no_surrogates(text)
+        return v
