@@ -113,8 +113,7 @@ def qwen_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def model_path(model: str) -> Path:
     """The assembled GGUF of a registry model (assembling it once if needed)."""
-    from warmlm.models.resolve import resolve_model
-
     from warmlm.config import default_cache_dir
+    from warmlm.models.resolve import resolve_model
 
     return resolve_model(model, default_cache_dir(), progress=False).path
