@@ -126,4 +126,4 @@ def test_disconnect_while_prefilling_frees_the_sequence(server: ServerProc, tmp_
         httpx.post(
             url + "/v1/completions", timeout=0.3, json={"prompt": long_prompt, "max_tokens": 8}
         )
-    wait_for(lambda: health(url)["running"] == 0, 3.0)
+    wait_for(lambda: health(url)["running"] == 0, 10.0)
