@@ -65,7 +65,8 @@ def check(outputs: dict[int, str], solos: list[Solo]) -> None:
         for j, (word, number) in enumerate(MARKERS):
             if j != i:
                 assert not re.search(rf"{word}|{number}", text, re.IGNORECASE), (i, j, text)
-        assert solos[i].matches(text), (solos[i].text, text)
+        margins = [round(m, 2) for m in solos[i].margins]
+        assert solos[i].matches(text), (solos[i].text, text, margins)
 
 
 @pytest.mark.parametrize("cache", ["on", "off"])
