@@ -9,7 +9,7 @@ import asyncio
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 
 import httpx
 import pytest
@@ -32,7 +32,7 @@ LONG_PROMPT = "The quick brown fox jumps over the lazy dog. " * 300  # ~3k token
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
     args = ["--threads", "2", "--parallel", str(K), "--max-queue", str(Q), "--ctx", "4096"]
-    srv = start_server(SMOLLM, tmp_path_factory.mktemp("adm"), *args, "--queue-timeout", "60")
+    srv = start_server(SMOLLM, tmp_path_factory.mktemp("adm"), *args, "--queue-timeout", "300")
     yield srv
     stop_server(srv)
 
@@ -82,17 +82,39 @@ def solo() -> Iterator[Solo]:
     oracle.close()
 
 
-@pytest.mark.skip(reason="flaky: once every burst request got 429 on a fresh clone; under study")
+@pytest.mark.skip(reason="flaky once on a fresh clone (all 429); re-enable after a clean CI run")
 def test_burst_overflow_gets_429_at_once_and_the_rest_complete(server: ServerProc) -> None:
     url = server.url
+    settle(url, 60.0)  # nothing left over from another test: the queue must start empty
     running = [Hold(url, {**COUNTING, "max_tokens": 128}) for _ in range(K)]  # the K slots
-    for h in running:
-        h.start()
-    deadline = time.monotonic() + 60
-    while health(url)["running"] < K:
-        assert time.monotonic() < deadline
+    try:
+        for h in running:
+            h.start()
+        deadline = time.monotonic() + 60
+        while (h := health(url))["running"] < K or h["waiting"]:
+            assert time.monotonic() < deadline, h
+        results = asyncio.run(burst(url, Q + 10))
+        for h in running:
+            h.join(120)
+            assert b"data: [DONE]" in h.raw
+    finally:
+        for h in running:
+            h.drop.set()
+    codes = sorted((s, r.json().get("error", {}).get("code")) for s, _, r in results)
+    assert [s for s, _ in codes] == [200] * Q + [429] * 10, codes
+    for s, dt, r in results:
+        if s == 429:
+            assert dt < 2.0, f"429 after {dt * 1000:.0f} ms at the client"  # none waits
+            assert int(r.headers["Retry-After"]) >= 1 and r.json()["error"]["code"] == "queue_full"
+    served = [float(m) for m in re.findall(r"status=429 duration_ms=([0-9.]+)", server.log())]
+    assert len(served) >= 10 and max(served) < 100, served  # the server's own time, in ms
+    settle(url)
 
-    async def burst() -> list[tuple[int, float, httpx.Response]]:
+
+def burst(url: str, n: int) -> Coroutine[None, None, list[tuple[int, float, httpx.Response]]]:
+    """n short completions sent at once; (status, seconds, response) of each."""
+
+    async def run() -> list[tuple[int, float, httpx.Response]]:
         async with httpx.AsyncClient(timeout=120) as client:
 
             async def one() -> tuple[int, float, httpx.Response]:
@@ -100,20 +122,9 @@ def test_burst_overflow_gets_429_at_once_and_the_rest_complete(server: ServerPro
                 r = await client.post(url + "/v1/completions", json={**COUNTING, "max_tokens": 8})
                 return r.status_code, time.monotonic() - t0, r
 
-            return await asyncio.gather(*(one() for _ in range(Q + 10)))
+            return list(await asyncio.gather(*(one() for _ in range(n))))
 
-    results = asyncio.run(burst())
-    for h in running:
-        h.join(120)
-        assert b"data: [DONE]" in h.raw
-    over = [(s, dt, r) for s, dt, r in results if s == 429]
-    assert sorted(s for s, _, _ in results) == [200] * Q + [429] * 10
-    for _, dt, r in over:
-        assert dt < 2.0, f"429 after {dt * 1000:.0f} ms at the client"  # none waits its turn
-        assert int(r.headers["Retry-After"]) >= 1 and r.json()["error"]["code"] == "queue_full"
-    served = [float(m) for m in re.findall(r"status=429 duration_ms=([0-9.]+)", server.log())]
-    assert len(served) >= 10 and max(served) < 100, served  # the server's own time, in ms
-    settle(url)
+    return run()
 
 
 def finish_reference(ref: Hold, solo: Solo) -> None:

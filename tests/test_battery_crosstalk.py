@@ -39,7 +39,8 @@ def solos() -> Iterator[list[Solo]]:
 @pytest.fixture(scope="module")
 def no_cache_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("nocache")
-    srv = start_server(SMOLLM, tmp, "--threads", "2", "--ctx", "4096", "--no-prefix-cache")
+    args = ("--threads", "2", "--ctx", "4096", "--queue-timeout", "300", "--no-prefix-cache")
+    srv = start_server(SMOLLM, tmp, *args)
     yield srv.url
     stop_server(srv)
 
