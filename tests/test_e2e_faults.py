@@ -5,6 +5,7 @@ and exits 1. Also what only a real process shows: the head limit and the request
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -16,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import SMOLLM, ServerProc, installed, start_server
 from tests.test_app import factory
-from tests.test_battery_support import get, raw_http, sse_payloads, stream_text
+from tests.test_battery_support import Hold, get, raw_http, sse_payloads, stream_text
 from warmlm.config import EngineConfig, ServerConfig
 from warmlm.server.app import create_app
 from warmlm.service import FAULT_ENV, Service
@@ -26,26 +27,9 @@ COUNT = {"prompt": "1, 2, 3, 4,", "temperature": 0, "stream": True}
 SECRET = "SECRET-PROMPT-5150"
 
 
-class Stream(threading.Thread):
+def counting(url: str, max_tokens: int) -> Hold:
     """One streamed completion read to its end (or until the server cuts it)."""
-
-    def __init__(self, url: str, max_tokens: int) -> None:
-        super().__init__(daemon=True)
-        self.url, self.max_tokens = url, max_tokens
-        self.first = threading.Event()
-        self.raw = b""
-        self.error: str | None = None
-
-    def run(self) -> None:
-        body = {**COUNT, "max_tokens": self.max_tokens}
-        try:
-            with httpx.stream("POST", self.url + "/v1/completions", json=body, timeout=120) as r:
-                for chunk in r.iter_bytes():
-                    self.raw += chunk
-                    self.first.set()
-        except httpx.HTTPError as exc:
-            self.error = type(exc).__name__
-        self.first.set()
+    return Hold(url, {**COUNT, "max_tokens": max_tokens})
 
 
 def serve(tmp: Path, *args: str) -> ServerProc:
@@ -70,7 +54,7 @@ def test_sigterm_drains_then_exits_0(tmp_path: Path) -> None:
     children = Path(f"/proc/{srv.proc.pid}/task/{srv.proc.pid}/children").read_text().split()
     idle = httpx.Client(base_url=srv.url, timeout=10)  # a keep-alive connection left idle
     assert idle.get("/v1/models").status_code == 200
-    stream = Stream(srv.url, 60)
+    stream = counting(srv.url, 60)
     stream.start()
     assert stream.first.wait(60)
     srv.proc.send_signal(signal.SIGTERM)
@@ -100,7 +84,7 @@ def test_sigterm_drains_then_exits_0(tmp_path: Path) -> None:
 @pytest.mark.e2e
 def test_drain_timeout_cuts_streams_and_second_signal_forces(tmp_path: Path) -> None:
     srv = serve(tmp_path, "--drain-timeout", "1")
-    stream = Stream(srv.url, 1500)
+    stream = counting(srv.url, 1500)
     stream.start()
     assert stream.first.wait(60)
     t0 = time.monotonic()
@@ -110,7 +94,7 @@ def test_drain_timeout_cuts_streams_and_second_signal_forces(tmp_path: Path) -> 
     assert b"[DONE]" not in stream.raw  # cut: the client can tell it is incomplete
     assert "drain timeout: cancelling 1 request(s)" in srv.log()
     srv = serve(tmp_path, "--drain-timeout", "60")
-    stream = Stream(srv.url, 1500)
+    stream = counting(srv.url, 1500)
     stream.start()
     assert stream.first.wait(60)
     srv.proc.send_signal(signal.SIGTERM)
@@ -137,13 +121,14 @@ def test_engine_failure_errors_requests_and_exits_1(
 
     plain = threading.Thread(target=blocking)
     plain.start()
-    stream = Stream(srv.url, 200)
+    stream = counting(srv.url, 200)
     stream.start()
     stream.join(120)
     plain.join(120)
     payloads = sse_payloads(stream.raw)
     assert b"[DONE]" not in payloads and b'"error"' in payloads[-1]
     assert b"service_unavailable" in payloads[-1] and b"injected fault" in payloads[-1]
+    assert b"engine_failed" in payloads[-1]
     assert results["plain"].status_code == 503
     assert results["plain"].json()["error"]["code"] == "engine_failed"
     t0 = time.monotonic()
@@ -189,6 +174,7 @@ def test_failed_engine_turns_health_503_and_errors_the_stream() -> None:
         r = client.post("/v1/completions", json=body)
         payloads = sse_payloads(r.content)
         assert b"decode failed" in payloads[-1] and b"[DONE]" not in payloads
+        assert json.loads(payloads[-1])["error"]["code"] == "engine_failed"
         health = client.get("/health")
         assert health.status_code == 503 and health.json()["status"] == "failed"
         r = client.post("/v1/completions", json={"prompt": "x", "max_tokens": 2})

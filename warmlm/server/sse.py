@@ -63,6 +63,13 @@ class ChunkMeta:
         return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
 
 
+def stream_error(error: str) -> dict[str, Any]:
+    """The error event a stream ends with: the same code as the non-streamed reply."""
+    if error == "queue_timeout":
+        return error_body(504, "the request waited too long in the queue", code="queue_timeout")
+    return error_body(503, f"generation failed: {error}", code="engine_failed")
+
+
 async def event_stream(
     events: EventStream, meta: ChunkMeta, include_usage: bool
 ) -> AsyncIterator[bytes]:
@@ -74,7 +81,7 @@ async def event_stream(
         async for ev in events:
             usage = ev.usage
             if ev.error is not None:
-                yield sse(error_body(503, f"generation failed: {ev.error}", code=ev.error))
+                yield sse(stream_error(ev.error))
                 return
             if ev.text:
                 yield sse(meta.chunk(meta.choice(ev.text, None)))
