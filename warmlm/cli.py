@@ -117,6 +117,9 @@ def _add_cluster(p: argparse.ArgumentParser) -> None:
 def _add_chat(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("chat", help="chat in the terminal, streaming")
     p.add_argument("--url", help="a running server's base URL (default: load the model here)")
+    p.add_argument(
+        "--api-key", help="bearer key for --url (default: $WARMLM_API_KEY)", default=None
+    )
     p.add_argument("--model", default=None, help="registry name or .gguf path")
     p.add_argument("--system", default="You are a helpful assistant.", help="system prompt")
     p.add_argument("--temperature", type=float, default=0.7)
@@ -142,6 +145,9 @@ def _add_classify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--multi-label", action="store_true", help="judge each label on its own")
     p.add_argument("--json", action="store_true", help="print the API response as JSON")
     p.add_argument("--url", help="a running server's base URL (default: load the model here)")
+    p.add_argument(
+        "--api-key", help="bearer key for --url (default: $WARMLM_API_KEY)", default=None
+    )
     p.add_argument("--model", default=None, help="registry name or .gguf path")
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=_classify)

@@ -31,9 +31,13 @@ class Backend(Protocol):
 class RemoteBackend:
     """Streams from an OpenAI-compatible server over SSE."""
 
-    def __init__(self, url: str, api_key: str | None) -> None:
+    def __init__(
+        self, url: str, api_key: str | None, transport: httpx.BaseTransport | None = None
+    ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.client = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=None)
+        self.client = httpx.Client(
+            base_url=url.rstrip("/"), headers=headers, timeout=None, transport=transport
+        )
 
     def stream(self, messages: list[Message], temperature: float, max_tokens: int) -> Iterator[str]:
         body = {
@@ -95,7 +99,7 @@ class LocalBackend:
 
 def make_backend(args: argparse.Namespace) -> Backend:
     if args.url:
-        return RemoteBackend(args.url, ServerConfig.from_env().api_key)
+        return RemoteBackend(args.url, args.api_key or ServerConfig.from_env().api_key)
     from warmlm.server.app import build_service
 
     config = ServerConfig.from_env(model=args.model, threads=args.threads, parallel=1, ctx=4096)
