@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -98,7 +99,7 @@ def test_systemd_unit() -> None:
     assert unit["Install.WantedBy"] == ["multi-user.target"]
 
 
-def test_dockerfile_and_readme() -> None:
+def test_dockerfile_and_readme(monkeypatch: pytest.MonkeyPatch) -> None:
     lines = [ln.strip() for ln in (DEPLOY / "Dockerfile").read_text().splitlines()]
     assert lines[[ln.startswith("FROM") for ln in lines].index(True)] == "FROM python:3.11-slim"
     text = "\n".join(lines)
@@ -106,5 +107,9 @@ def test_dockerfile_and_readme() -> None:
     assert "EXPOSE 8000" in text
     assert "CMD curl -fsS http://127.0.0.1:8000/ready || exit 1" in text
     assert 'CMD ["warmlm", "serve", "--host", "0.0.0.0"]' in text
+    drain = re.search(r"WARMLM_DRAIN_TIMEOUT=([0-9.]+)", text)
+    assert drain is not None and float(drain.group(1)) < 10  # docker stop's grace before SIGKILL
+    monkeypatch.setenv("WARMLM_DRAIN_TIMEOUT", drain.group(1))
+    assert ServerConfig.from_env().drain_timeout == float(drain.group(1))
     readme = (DEPLOY / "README.md").read_text()
     assert "untested" in readme.lower() and "no Docker engine" in readme
