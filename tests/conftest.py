@@ -103,7 +103,10 @@ def _server_fixture(model: str, tmp_factory: pytest.TempPathFactory, *args: str)
 
 @pytest.fixture(scope="session")
 def smol_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    yield from _server_fixture(SMOLLM, tmp_path_factory, "--threads", "2", "--ctx", "4096")
+    # a generous queue timeout: on a loaded CI machine a test may queue behind a long one
+    yield from _server_fixture(
+        SMOLLM, tmp_path_factory, "--threads", "2", "--ctx", "4096", "--queue-timeout", "300"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import threading
 import time
 from collections.abc import Coroutine, Iterator
 
@@ -15,7 +14,15 @@ import httpx
 import pytest
 
 from tests.conftest import SMOLLM, ServerProc, installed, start_server, stop_server
-from tests.test_battery_support import Oracle, Solo, sse_payloads, stream_text
+from tests.test_battery_support import (
+    Hold,
+    Oracle,
+    Solo,
+    health,
+    sse_payloads,
+    stream_text,
+    wait_for,
+)
 
 pytestmark = [
     pytest.mark.e2e,
@@ -37,42 +44,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
     stop_server(srv)
 
 
-def health(url: str) -> dict:
-    return dict(httpx.get(url + "/health", timeout=5).json())
-
-
 def settle(url: str, timeout: float = 2.0) -> float:
     """Seconds until nothing runs or waits; fails after `timeout`."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        h = health(url)
-        if h["running"] == 0 and h["waiting"] == 0:
-            return time.monotonic() - t0
-        time.sleep(0.02)
-    raise AssertionError(f"still busy after {timeout}s: {health(url)}")
+    return wait_for(lambda: idle(health(url)), timeout, "an idle server")
 
 
-class Hold(threading.Thread):
-    """A streamed request kept open until `drop` is set (then the connection is closed)."""
-
-    def __init__(self, url: str, body: dict, path: str = "/v1/completions") -> None:
-        super().__init__(daemon=True)
-        self.url, self.body, self.path = url, {**body, "stream": True}, path
-        self.drop = threading.Event()
-        self.first = threading.Event()
-        self.raw = b""
-
-    def run(self) -> None:
-        with (
-            httpx.Client(timeout=120) as c,
-            c.stream("POST", self.url + self.path, json=self.body) as r,
-        ):
-            for chunk in r.iter_bytes():
-                self.raw += chunk
-                self.first.set()
-                if self.drop.is_set():
-                    return
-        self.first.set()
+def idle(h: dict) -> bool:
+    return bool(h["running"] == 0 and h["waiting"] == 0)
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -109,6 +110,54 @@ def stream_text(payloads: list[bytes], chat: bool = True) -> tuple[str, list[str
     return "".join(parts), reasons
 
 
+def health(url: str) -> dict:
+    return dict(httpx.get(url + "/health", timeout=5).json())
+
+
+def wait_for(pred: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> float:
+    """Seconds until `pred()` holds; fails after `timeout`."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if pred():
+            return time.monotonic() - t0
+        time.sleep(0.02)
+    raise AssertionError(f"{what} not reached within {timeout}s")
+
+
+class Hold(threading.Thread):
+    """A streamed request read as it arrives, kept open until `drop` is set (then the connection
+    is closed) or the server ends it; `first` is set once bytes (or an error) came back."""
+
+    def __init__(
+        self, url: str, body: dict, path: str = "/v1/completions", timeout: float = 120
+    ) -> None:
+        super().__init__(daemon=True)
+        self.url, self.body, self.path = url, {**body, "stream": True}, path
+        self.timeout = timeout
+        self.drop = threading.Event()
+        self.first = threading.Event()
+        self.raw = b""
+        self.status = 0
+        self.error: str | None = None
+
+    def run(self) -> None:
+        try:
+            with (
+                httpx.Client(timeout=self.timeout) as c,
+                c.stream("POST", self.url + self.path, json=self.body) as r,
+            ):
+                self.status = r.status_code
+                for chunk in r.iter_bytes():
+                    self.raw += chunk
+                    self.first.set()
+                    if self.drop.is_set():
+                        return
+        except httpx.HTTPError as exc:
+            self.error = type(exc).__name__
+        finally:
+            self.first.set()
+
+
 NEAR_TIE = 1.0
 
 
@@ -203,3 +252,17 @@ def test_live_app_serves_real_http() -> None:
         assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "abcd"
         status, headers, _ = raw_http(live.port, get("/health"))
         assert status == 200 and headers["content-type"] == "application/json"
+
+
+def test_hold_reads_a_stream_and_drops_it_on_demand() -> None:
+    with LiveApp() as live:
+        done = Hold(live.url, CHAT, path="/v1/chat/completions")
+        done.start()
+        done.join(10)
+        assert done.status == 200 and stream_text(sse_payloads(done.raw))[0] == "abcd"
+        dropped = Hold(live.url, {**CHAT, "max_tokens": 500}, path="/v1/chat/completions")
+        dropped.drop.set()
+        dropped.start()
+        dropped.join(10)
+        assert not dropped.is_alive() and b"[DONE]" not in dropped.raw
+        assert wait_for(lambda: health(live.url)["running"] == 0, 5.0) < 5.0

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import SMOLLM, ServerProc, installed, start_server, stop_server
+from tests.test_battery_support import Hold, health, wait_for
 
 pytestmark = [
     pytest.mark.e2e,
@@ -41,46 +42,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
     stop_server(srv)
 
 
-def health(url: str) -> dict:
-    return dict(httpx.get(url + "/health", timeout=5).json())
-
-
-def wait_for(pred: object, timeout: float = 5.0) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if pred():  # type: ignore[operator]
-            return time.monotonic() - t0
-        time.sleep(0.02)
-    raise AssertionError("condition not reached")
-
-
-class Streamer(threading.Thread):
-    """Holds one streaming request open until `stop` is set, then drops the connection."""
-
-    def __init__(self, url: str, body: dict) -> None:
-        super().__init__(daemon=True)
-        self.url, self.body = url, body
-        self.stop = threading.Event()
-        self.started = threading.Event()
-        self.status = 0
-
-    def run(self) -> None:
-        with (
-            httpx.Client(timeout=60) as c,
-            c.stream("POST", self.url + "/v1/completions", json={**self.body, "stream": True}) as r,
-        ):
-            self.status = r.status_code
-            for _ in r.iter_bytes():
-                self.started.set()
-                if self.stop.is_set():
-                    return
-
-
 def test_full_queue_gets_429_then_timeout_504_then_cancel_frees(server: ServerProc) -> None:
     url = server.url
-    runner = Streamer(url, LONG)
+    runner = Hold(url, LONG, timeout=60)
     runner.start()
-    assert runner.started.wait(30)
+    assert runner.first.wait(30)
     results: list[httpx.Response] = []
 
     def queued() -> None:
@@ -99,23 +65,23 @@ def test_full_queue_gets_429_then_timeout_504_then_cancel_frees(server: ServerPr
         t.join(10)
     assert [r.status_code for r in results] == [504, 504]
     assert results[0].json()["error"]["code"] == "queue_timeout"
-    runner.stop.set()
+    runner.drop.set()
     runner.join(10)
     assert wait_for(lambda: health(url)["running"] == 0, 2.0) < 2.0
 
 
 def test_disconnect_while_queued_frees_the_queue(server: ServerProc) -> None:
     url = server.url
-    runner = Streamer(url, LONG)
+    runner = Hold(url, LONG, timeout=60)
     runner.start()
-    assert runner.started.wait(30)
-    queued = Streamer(url, LONG)
+    assert runner.first.wait(30)
+    queued = Hold(url, LONG, timeout=60)
     queued.start()
     wait_for(lambda: health(url)["waiting"] == 1)
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(url + "/v1/completions", json=LONG, timeout=0.5)  # non-streaming, gives up
-    queued.stop.set()
-    runner.stop.set()
+    queued.drop.set()
+    runner.drop.set()
     wait_for(lambda: health(url)["waiting"] == 0 and health(url)["running"] == 0, 3.0)
 
 

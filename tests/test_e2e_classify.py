@@ -13,6 +13,7 @@ import jsonschema
 import pytest
 
 from tests.conftest import ROOT, SMOLLM
+from warmlm.bench.scenarios.classify import SCHEMAS
 
 pytestmark = pytest.mark.e2e
 
@@ -154,77 +155,6 @@ def test_chinese_labels(qwen_url: str) -> None:
     assert [d["label"] for d in r.json()["data"]] == ["正面", "负面"]
 
 
-SCHEMAS: list[tuple[str, dict[str, Any]]] = [
-    (
-        "Describe a person called Ana who is 31.",
-        {
-            "type": "object",
-            "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
-            "required": ["name", "age"],
-            "additionalProperties": False,
-        },
-    ),
-    (
-        "What color is the sky on a clear day?",
-        {
-            "type": "object",
-            "properties": {"color": {"enum": ["blue", "green", "red"]}},
-            "required": ["color"],
-        },
-    ),
-    (
-        "List three fruits.",
-        {
-            "type": "object",
-            "properties": {
-                "fruits": {
-                    "type": "array",
-                    "items": {"type": "string", "maxLength": 24},
-                    "minItems": 3,
-                    "maxItems": 3,
-                }
-            },
-            "required": ["fruits"],
-        },
-    ),
-    (
-        "Give a famous book with its author and year.",
-        {
-            "type": "object",
-            "properties": {
-                "book": {
-                    "type": "object",
-                    "properties": {
-                        "title": {"type": "string", "maxLength": 60},
-                        "author": {
-                            "type": "object",
-                            "properties": {"first": {"type": "string"}, "last": {"type": "string"}},
-                            "required": ["first", "last"],
-                        },
-                        "year": {"type": "integer"},
-                    },
-                    "required": ["title", "author", "year"],
-                }
-            },
-            "required": ["book"],
-        },
-    ),
-    (
-        "Rate this review: 'great phone, love it'.",
-        {
-            "type": "object",
-            "properties": {
-                "sentiment": {"enum": ["positive", "negative"]},
-                "score": {"type": "number"},
-                "spam": {"type": "boolean"},
-                "note": {"type": ["string", "null"]},
-            },
-            "required": ["sentiment", "score", "spam"],
-        },
-    ),
-]
-
-
 def chat(url: str, prompt: str, fmt: dict[str, Any]) -> httpx.Response:
     body = {
         "messages": [{"role": "user", "content": prompt}],
@@ -237,7 +167,7 @@ def chat(url: str, prompt: str, fmt: dict[str, Any]) -> httpx.Response:
 
 @pytest.mark.qwen
 @pytest.mark.parametrize(
-    ("prompt", "schema"), SCHEMAS, ids=["object", "enum", "array", "nested", "types"]
+    ("prompt", "schema"), [s[1:] for s in SCHEMAS], ids=[s[0] for s in SCHEMAS]
 )
 def test_json_schema_output_parses_and_validates(
     qwen_url: str, prompt: str, schema: dict[str, Any]
