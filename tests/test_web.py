@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from tests.conftest import SMOLLM, installed, start_server, stop_server
+from tests.conftest import QWEN, SMOLLM, installed, start_server, stop_server
 from tests.test_web_support import (
     WEB_DIR,
     configure,
@@ -204,6 +204,35 @@ def test_sentiment_badge_while_the_reply_streams(page: Page, smol_url: str) -> N
     page.wait_for_selector(".msg.user .badge:not([hidden])")
     assert page.get_attribute(".msg.user .badge", "data-label") == label
     wait_reply_done(page)
+
+
+@pytest.mark.qwen
+def test_the_page_chats_in_chinese_with_the_default_model(page: Page, qwen_url: str) -> None:
+    """The same page on the packaged Qwen: a Chinese reply streams in, the Chinese message gets
+    the badge the API gives it, and the second turn reuses the first one's KV."""
+    configure(page, qwen_url, temperature=0, maxTokens=40, system="", allInOne=True)
+    page.click("#open-settings")
+    assert page.input_value("#set-model") == QWEN
+    page.keyboard.press("Escape")
+    text = "这家餐厅的菜太好吃了，服务也很棒，我非常喜欢！"
+    probe = {"input": text, "task": "sentiment"}
+    label = httpx.post(qwen_url + "/v1/classify", json=probe, timeout=60).json()["data"][0]
+    page.evaluate(RECORD_RENDERS)
+    send(page, text)
+    page.wait_for_selector(".msg.user .badge:not([hidden])", timeout=60_000)
+    assert page.get_attribute(".msg.user .badge", "data-label") == label["label"] == "positive"
+    wait_reply_done(page, timeout=120_000)
+    reply = last_reply_raw(page)
+    renders: list[dict[str, str]] = page.evaluate("window.__renders")
+    assert re.search(r"[\u4e00-\u9fff]", reply), reply  # answers in Chinese
+    assert "\ufffd" not in page.text_content(".msg.assistant .body")  # no split UTF-8
+    assert len({r["text"] for r in renders if r["raw"] != reply}) >= 2, renders
+    send(page, "请用一句话总结你的回答。")
+    wait_reply_done(page, count=2, timeout=120_000)
+    stats = page.locator(".msg.assistant .stats").all_text_contents()[-1]
+    cached = re.search(r"(\d+) cached prompt tokens", stats)
+    assert cached and int(cached[1]) > 20, stats  # turn 2 reused turn 1's history
+    assert page.locator(".msg .error:not([hidden])").count() == 0
 
 
 def serve_web_files(route: Route, request: Request) -> None:
