@@ -14,8 +14,9 @@ from warmlm.engine.request import Request, SamplingParams
 
 
 def req(tokens: list[int], max_tokens: int = 4) -> Request:
-    r = Request(tokens, SamplingParams(max_tokens=max_tokens), lambda ev: None,
-                Detokenizer(lambda t: b""))
+    r = Request(
+        tokens, SamplingParams(max_tokens=max_tokens), lambda ev: None, Detokenizer(lambda t: b"")
+    )
     return r
 
 
@@ -130,13 +131,21 @@ def test_disk_tier_is_capped_lru(tmp_path: Path) -> None:
     assert sum(p.stat().st_size for p in (tmp_path / "kv").glob("*.kv")) <= 2500
 
 
-def test_a_partial_match_that_blocks_admission_is_given_up() -> None:
+def test_a_partial_match_that_blocks_admission_is_taken_over() -> None:
     """A cached sequence sharing a long document with the new prompt must not keep it waiting
-    when the cache is too small to hold both."""
-    kv = KVCache(FakeRunner(), n_cells=120, n_slots=4)
+    when the cache is too small to hold both: the new request takes it over, cut to the
+    match, and the whole sequence goes to the host tier first."""
+    runner = FakeRunner()
+    store = KVStore("fp", ram_bytes=1 << 20)
+    kv = KVCache(runner, n_cells=120, n_slots=4, store=store)
     a = req(list(range(1, 81)) + [500], max_tokens=10)
     assert kv.admit(a)
     finish(kv, a, [7])
     b = req(list(range(1, 81)) + [600, 601], max_tokens=10)
-    assert kv.admit(b), "evicts the partial match instead of waiting forever"
-    assert b.cached_tokens == 0
+    assert kv.admit(b), "takes the partial match over instead of waiting forever"
+    assert b.seq_id == a.seq_id and b.cached_tokens == 80
+    entry, n = store.best_match(np.asarray(list(range(1, 81)) + [500, 7], dtype=np.int32))
+    assert entry is not None and n == 81 and kv.stats["saved"] == 1
+    c = req(list(range(1, 81)) + [500, 7, 8], max_tokens=10)  # a's conversation returns
+    kv.release(b)
+    assert kv.admit(c) and c.cached_tokens == 81 and kv.stats["restores"] == 1

@@ -37,7 +37,7 @@ class EngineConfig:
     threads: int = field(default_factory=default_threads)
     max_batch_tokens: int = 512
     prefill_chunk: int = 256
-    fairness: float = 2.5
+    fairness: float = 2.2
     max_queue: int = 64
     queue_timeout: float = 60.0
     default_max_tokens: int = 1024

@@ -107,21 +107,25 @@ class KVCache:
         src, n_res = self._best_resident(prompt, limit) if self.reuse else (None, 0)
         if self._admit_from(req, prompt, limit, src, n_res):
             return True
-        # No room while keeping the matched sequence: give the reuse up rather than wait
-        # (the match may be all that stands between the request and a free cell).
-        idle_src = src is not None and src.owner is None
-        return idle_src and self._admit_from(req, prompt, limit, None, 0)
+        if src is None or src.owner is not None:
+            return False
+        # No room while keeping the matched sequence whole (it may be all that stands between
+        # the request and a free cell): restore a longer match from the host tier in its
+        # place, or save it there and take it over, cut to the matched prefix.
+        if self.store is not None and min(self.store.best_match(prompt)[1], limit) > n_res:
+            return self._admit_from(req, prompt, limit, None, 0)
+        return self._take_over(src, req, n_res)
 
     def _admit_from(
         self, req: Request, prompt: np.ndarray, limit: int, src: Slot | None, n_res: int
     ) -> bool:
-        if src is not None and src.owner is None and n_res == len(src.tokens):
+        entry, n_host = self.store.best_match(prompt) if self.store and self.reuse else (None, 0)
+        n_host = min(n_host, limit)
+        if src is not None and src.owner is None and n_res == len(src.tokens) >= n_host:
             if not self._make_room(req.kv_reserve - n_res, keep=src):
                 return False
             self._adopt(src, req, n_res)
             return True
-        entry, n_host = self.store.best_match(prompt) if self.store and self.reuse else (None, 0)
-        n_host = min(n_host, limit)
         slot = self._free_slot(req.kv_reserve, keep=src)
         if slot is None:
             return False
@@ -146,6 +150,18 @@ class KVCache:
             self._clear(slot)
 
     # -- internals ------------------------------------------------------------------------
+    def _take_over(self, slot: Slot, req: Request, n: int) -> bool:
+        if n < len(slot.tokens):
+            if self.store is not None and len(slot.tokens) >= MIN_SAVE_TOKENS:
+                self.store.put(slot.tokens.tolist(), self.ops.state_get(slot.seq_id))
+                self.stats["saved"] += 1
+            self.ops.seq_rm(slot.seq_id, n, -1)
+            slot.tokens = slot.tokens[:n]
+        if not self._make_room(req.kv_reserve - n, keep=slot):
+            return False
+        self._adopt(slot, req, n)
+        return True
+
     def _best_resident(self, prompt: np.ndarray, limit: int) -> tuple[Slot | None, int]:
         best, best_len = None, 0
         for slot in self.slots:

@@ -11,6 +11,8 @@ from warmlm.engine.kvcache import KVCache
 from warmlm.engine.observer import EngineObserver
 from warmlm.engine.request import Request, Status
 
+SHORT_PROMPT = 32  # prompt tokens a step may finish beyond the fairness budget
+
 
 @dataclass
 class StepPlan:
@@ -33,7 +35,10 @@ class Scheduler:
 
     Every step carries one token per decoding sequence; the rest of the token budget goes to
     prompt chunks. While sequences are decoding, prompt chunks are sized by `PrefillBudget`
-    so running streams keep flowing while a long prompt is admitted.
+    so running streams keep flowing while a long prompt is admitted; a prompt whose rest fits
+    in `SHORT_PROMPT` tokens (a returning turn of a cached conversation) is finished in one
+    step, so its first token is not spread over several steps for a few milliseconds of
+    fairness.
     """
 
     def __init__(
@@ -44,7 +49,7 @@ class Scheduler:
         max_batch_tokens: int,
         prefill_chunk: int,
         queue_timeout: float,
-        fairness: float = 2.5,
+        fairness: float = 2.2,
     ) -> None:
         self.kv = kv
         self.observer = observer
@@ -76,16 +81,18 @@ class Scheduler:
         plan = StepPlan(expired=self._expire(time.monotonic() if now is None else now))
         self._admit()
         plan.decode = [r for r in self.running if r.status is Status.DECODE]
-        budget = self.max_batch_tokens - len(plan.decode)
-        if plan.decode:
-            budget = min(budget, self.budget.chunk())
+        room = self.max_batch_tokens - len(plan.decode)
+        fair = min(room, self.budget.chunk()) if plan.decode else room
+        short = min(room, max(fair, SHORT_PROMPT))
+        used = 0
         for req in self.running:
-            if budget <= 0:
-                break
-            if req.status is Status.PREFILL:
-                n = min(req.prompt_remaining, budget)
+            if req.status is not Status.PREFILL:
+                continue
+            rem = req.prompt_remaining
+            n = rem if rem <= short - used else min(rem, fair - used)
+            if n > 0:
                 plan.prefill.append((req, n))
-                budget -= n
+                used += n
         return plan
 
     def _admit(self) -> None:
