@@ -121,3 +121,22 @@ def test_greedy_reply_after_reuse_agrees_with_cold_up_to_a_near_tie(runner: Mode
             assert top2[1] - top2[0] < NEAR_TIE, f"diverged at {i} without a near-tie"
             return
     assert cold.output_tokens == warm.output_tokens
+
+
+def test_a_reply_sent_back_as_text_reuses_its_non_canonical_tokens(runner: ModelRunner) -> None:
+    """The model may split " Meadow" as " Me" + "adow"; the client sends back the text, which
+    tokenizes as one token. The engine keeps the cached split and prefills only the new turn."""
+    e = engine(runner)
+    first = chat(runner, "Name a field.")
+    split = runner.tokenize(" Me", False, False) + runner.tokenize("adow Harbor.", False, False)
+    assert split != runner.tokenize(" Meadow Harbor.", False, False)  # really non-canonical
+    end = runner.tokenize("<|im_end|>", False, True)
+    e.kv.reuse = True
+    req, _ = run(e, first + split + end, 1)  # leaves exactly that split in the cache
+    second = chat(runner, "Name a field.", " Meadow Harbor.", "Another one?")
+    assert second[: len(first)] == first and second[len(first) : len(first) + 2] != split[:2]
+    again, _ = run(e, second, 1)
+    assert e.kv.stats["healed"] == 1
+    assert again.cached_tokens >= len(first) + len(split) + len(end)
+    text = b"".join(runner.prompt_piece(t) for t in again.prompt_tokens)
+    assert text == b"".join(runner.prompt_piece(t) for t in second)  # the same prompt text

@@ -12,6 +12,7 @@ from typing import Any
 
 from warmlm.config import EngineConfig
 from warmlm.engine.detokenizer import Detokenizer
+from warmlm.engine.healing import Healer
 from warmlm.engine.kvcache import KVCache
 from warmlm.engine.kvstore import KVStore
 from warmlm.engine.observer import EngineObserver
@@ -60,6 +61,8 @@ class Engine:
         self.observer = observer or EngineObserver()
         n_slots = min(runner.n_seq_max, config.first_score_seq)  # ids above: label scoring
         self.kv = KVCache(runner, runner.n_ctx, n_slots, store, self.observer)
+        if hasattr(runner, "prompt_piece") and hasattr(runner, "tokenize_bytes"):
+            self.kv.healer = Healer(runner.prompt_piece, runner.tokenize_bytes)
         self.scheduler = Scheduler(
             self.kv,
             self.observer,

@@ -17,6 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
+from warmlm.engine.healing import Healer
 from warmlm.engine.kvstore import KVStore, common_prefix
 from warmlm.engine.observer import EngineObserver
 from warmlm.engine.request import Request
@@ -63,7 +64,15 @@ class KVCache:
         self.observer = observer or EngineObserver()
         self.reuse = True
         self.held = 0  # cells of sequences outside the slots (label scoring), see hold_cells
-        self.stats = {"evictions": 0, "restores": 0, "saved": 0, "hits": 0, "queries": 0}
+        self.stats = {
+            "evictions": 0,
+            "restores": 0,
+            "saved": 0,
+            "hits": 0,
+            "queries": 0,
+            "healed": 0,
+        }
+        self.healer: Healer | None = None  # set by the engine when the runner can tokenize
 
     # -- accounting -----------------------------------------------------------------------
     @property
@@ -105,6 +114,10 @@ class KVCache:
         prompt = np.asarray(req.prompt_tokens, dtype=np.int32)
         limit = len(prompt) - 1  # the last prompt token is always decoded, for its logits
         src, n_res = self._best_resident(prompt, limit) if self.reuse else (None, 0)
+        if src is not None and self._heal(req, src.resident(), n_res):
+            prompt = np.asarray(req.prompt_tokens, dtype=np.int32)
+            limit = len(prompt) - 1
+            n_res = min(common_prefix(src.resident(), prompt), limit)
         if self._admit_from(req, prompt, limit, src, n_res):
             return True
         if src is None or src.owner is not None:
@@ -150,6 +163,21 @@ class KVCache:
             self._clear(slot)
 
     # -- internals ------------------------------------------------------------------------
+    def _heal(self, req: Request, cached: np.ndarray, n_res: int) -> bool:
+        """Rewrite the prompt to reuse more of `cached` across a re-tokenized reply (healing.py);
+        True if it did."""
+        if self.healer is None or n_res >= len(cached):
+            return False
+        healed = self.healer.heal(req.prompt_tokens, cached)
+        if healed is None or len(healed) + req.params.max_tokens > self.n_cells:
+            return False
+        if common_prefix(cached, np.asarray(healed, dtype=np.int32)) <= n_res:
+            return False
+        self.stats["healed"] += 1
+        self.observer.on_cache("heal")
+        req.prompt_tokens = healed
+        return True
+
     def _take_over(self, slot: Slot, req: Request, n: int) -> bool:
         if n < len(slot.tokens):
             if self.store is not None and len(slot.tokens) >= MIN_SAVE_TOKENS:

@@ -59,6 +59,7 @@ class ModelRunner:
         self.mem = llama_cpp.llama_get_memory(self.ctx)
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._pieces: dict[int, bytes] = {}
+        self._prompt_pieces: dict[int, bytes] = {}
 
     def _new_context(self, n_ctx: int, n_seq_max: int, n_batch: int, threads: int) -> Any:
         cparams = llama_cpp.llama_context_default_params()
@@ -80,7 +81,13 @@ class ModelRunner:
     def tokenize(
         self, text: str, add_special: bool = True, parse_special: bool = True
     ) -> list[int]:
-        data = text.encode("utf-8", "surrogatepass")
+        return self._tokenize(text.encode("utf-8", "surrogatepass"), add_special, parse_special)
+
+    def tokenize_bytes(self, data: bytes) -> list[int]:
+        """Tokens of raw prompt bytes: special tokens parsed, no BOS (a prompt's continuation)."""
+        return self._tokenize(data, False, True)
+
+    def _tokenize(self, data: bytes, add_special: bool, parse_special: bool) -> list[int]:
         cap = len(data) + 8
         buf = (llama_cpp.llama_token * cap)()
         n = llama_cpp.llama_tokenize(
@@ -94,17 +101,27 @@ class ModelRunner:
             )
         return list(buf[:n])
 
+    def prompt_piece(self, token: int) -> bytes:
+        """The bytes of one token as it appears in a prompt (special tokens rendered)."""
+        cached = self._prompt_pieces.get(token)
+        if cached is None:
+            cached = self._prompt_pieces[token] = self._piece(token, special=True)
+        return cached
+
     def piece(self, token: int) -> bytes:
         """The bytes of one token as it appears in generated text (special tokens render empty)."""
         cached = self._pieces.get(token)
         if cached is None:
-            buf = ctypes.create_string_buffer(64)
-            n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, 64, 0, False)
-            if n < 0:
-                buf = ctypes.create_string_buffer(-n)
-                n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, -n, 0, False)
-            cached = self._pieces[token] = buf.raw[:n]
+            cached = self._pieces[token] = self._piece(token, special=False)
         return cached
+
+    def _piece(self, token: int, special: bool) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, 64, 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, -n, 0, special)
+        return bytes(buf.raw[:n])
 
     def detokenize(self, tokens: list[int]) -> str:
         return b"".join(self.piece(t) for t in tokens).decode("utf-8", "replace")
