@@ -37,7 +37,12 @@ from warmlm.bench.scenarios.multiturn import new_tokens
 from warmlm.bench.scenarios.restart import SCENARIO as RESTART
 from warmlm.bench.scenarios.restart import goal_for, restart_ctx, rotated
 from warmlm.bench.scenarios.sessions import SCENARIO as SESSIONS
-from warmlm.bench.scenarios.sessions import cached_fraction, summarize, twin_count
+from warmlm.bench.scenarios.sessions import (
+    cached_fraction,
+    compare_to_baseline,
+    summarize,
+    twin_count,
+)
 from warmlm.bench.serverproc import ServerSpec
 from warmlm.cli import build_parser
 
@@ -262,15 +267,23 @@ def test_sessions_summary_compares_medians() -> None:
 def test_sessions_twins_and_targets() -> None:
     assert twin_count(32) == 8 and twin_count(4) == 2 and twin_count(100) == 8
     variants = [
-        {"variant": "resident", "returning_over_cold": 0.05},
-        {"variant": "evicting", "returning_over_cold": 0.09},
+        {"variant": "resident", "returning_ttft_p50_s": 0.2, "returning_over_cold": 0.5},
+        {"variant": "evicting", "returning_ttft_p50_s": 0.5, "returning_over_cold": 0.01},
+        {"variant": "cache off", "returning_ttft_p50_s": 5.0},
     ]
+    compare_to_baseline(variants)
+    assert variants[0]["returning_over_uncached"] == pytest.approx(0.04)
+    assert "returning_over_uncached" not in variants[2]
     targets = SESSIONS.targets({"sessions": {"variants": variants}})
-    assert [t.passed for t in targets] == [True, False]
+    assert [t.passed for t in targets] == [True, False]  # against the cache-off run
     assert [t.name for t in SESSIONS.targets({})] == [
         "returning ÷ cold TTFT, resident",
         "returning ÷ cold TTFT, evicting",
     ]
+    (url,) = SESSIONS.targets({"sessions": {"variants": [
+        {"variant": "url", "returning_over_cold": 0.05}
+    ]}})  # fmt: skip
+    assert url.passed and "sent alone" in url.note
 
 
 def test_restart_goal_ctx_and_target() -> None:

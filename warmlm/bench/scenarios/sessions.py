@@ -39,12 +39,16 @@ class Variant:
     what: str
     cache_slots: int | None = None
     kv_ram_mb: int | None = None
+    prefix_cache: bool = True
 
 
 VARIANTS = (
     Variant("resident", "default cache slots (16): conversations can stay in KV"),
     Variant("evicting", "4 cache slots: conversations are evicted to RAM and restored", 4, 256),
-)
+    Variant("cache off", "--no-prefix-cache: every turn prefilled cold (the baseline)",
+            prefix_cache=False),
+)  # fmt: skip
+BASELINE = "cache off"
 URL_VARIANT = Variant("url", "the server as it runs")
 
 
@@ -80,6 +84,17 @@ def summarize(requests: list[Result], controls: list[Result]) -> Result:
     }
 
 
+def compare_to_baseline(variants: list[Result]) -> None:
+    """Each cached variant's returning TTFT ÷ the same turns' TTFT with the cache off: the same
+    prompts, lengths and traffic, cold (`returning_over_uncached`)."""
+    base = next((v for v in variants if v["variant"] == BASELINE), None)
+    for v in variants:
+        if base is not None and v is not base:
+            v["returning_over_uncached"] = ratio(
+                v["returning_ttft_p50_s"], base["returning_ttft_p50_s"]
+            )
+
+
 def server_ctx(o: Any) -> int:
     """KV for every conversation at its longest, the running answers, and some spare."""
     per_conv = o.sessions_doc_tokens + o.sessions_turns * (
@@ -88,9 +103,11 @@ def server_ctx(o: Any) -> int:
     return ctx_for(o.sessions_conversations * per_conv + 2048, o.ctx)
 
 
-async def play(client: TurnClient, ctx: BenchContext, scale: TokenScale, bar: tqdm) -> Result:
-    """Every conversation's turns, round-robin, `PARALLEL` at a time; then cold twins of some
-    returning turns, one at a time."""
+async def play(
+    client: TurnClient, ctx: BenchContext, scale: TokenScale, bar: tqdm, twins_too: bool = True
+) -> Result:
+    """Every conversation's turns, round-robin, `PARALLEL` at a time; then (`twins_too`) cold
+    twins of some returning turns, one at a time."""
     o = ctx.options
     codes = new_codes(o.sessions_conversations)
     convs = [
@@ -113,7 +130,7 @@ async def play(client: TurnClient, ctx: BenchContext, scale: TokenScale, bar: tq
         if rnd > 0:
             twins += zip(done, prompts, strict=True)
     controls = []
-    for request, prompt in spread(twins, twin_count(len(twins))):
+    for request, prompt in spread(twins, twin_count(len(twins)) if twins_too else 0):
         reply = await client.reply(prompt, o.sessions_max_tokens)
         bar.update()
         controls.append(
@@ -138,8 +155,9 @@ class Sessions(Scenario):
         if o.sessions_turns < 2:
             raise ValueError("sessions needs at least 2 turns per conversation")
         n, turns = o.sessions_conversations, o.sessions_turns
-        steps = n * turns + twin_count(n * (turns - 1))
         variants = VARIANTS if o.own_server else (URL_VARIANT,)
+        twins = twin_count(n * (turns - 1))
+        steps = sum(n * turns + (twins if v.prefix_cache else 0) for v in variants)
         out: dict[str, Any] = {
             "conversations": o.sessions_conversations,
             "turns": o.sessions_turns,
@@ -149,18 +167,24 @@ class Sessions(Scenario):
             "variants": [],
         }
         scale: TokenScale | None = None
-        with ctx.progress(steps * len(variants), "sessions") as bar:
+        with ctx.progress(steps, "sessions") as bar:
             for variant in variants:
                 if o.own_server:
                     ctx.release_server()
                     ctx.model_path()
                     base = ctx.spec(ctx=server_ctx(o), parallel=PARALLEL)
                     spec = CacheSpec.of(
-                        base, cache_slots=variant.cache_slots, kv_ram_mb=variant.kv_ram_mb
+                        base,
+                        cache_slots=variant.cache_slots,
+                        kv_ram_mb=variant.kv_ram_mb,
+                        prefix_cache=variant.prefix_cache,
                     )
-                    with ctx.new_server(spec, f"sessions-{variant.key}") as server:
+                    name = f"sessions-{variant.key.replace(' ', '-')}"
+                    with ctx.new_server(spec, name) as server:
                         await server.wait_ready(o.ready_timeout)
-                        result, scale = await self._variant(ctx, server.url, scale, bar)
+                        result, scale = await self._variant(
+                            ctx, server.url, scale, bar, variant.prefix_cache
+                        )
                     result.update(ctx=spec.ctx, flags=spec.flags())
                 else:
                     result, scale = await self._variant(ctx, await ctx.server_url(), scale, bar)
@@ -168,26 +192,28 @@ class Sessions(Scenario):
                 out["variants"].append({"variant": variant.key, "what": variant.what, **result})
         assert scale is not None
         out.update(tokens_per_word=scale.per_word, tokens_per_word_measured=scale.measured)
+        compare_to_baseline(out["variants"])
         return out
 
     @staticmethod
     async def _variant(
-        ctx: BenchContext, url: str, scale: TokenScale | None, bar: tqdm
+        ctx: BenchContext, url: str, scale: TokenScale | None, bar: tqdm, twins: bool = True
     ) -> tuple[Result, TokenScale]:
         async with TurnClient(url, api_key=ctx.options.api_key) as client:
             await client.discover_model()
             await client.reply(chat("Say hello."), 4)  # untimed warm-up
             scale = scale or await client.token_scale()
             before = await client.cache_counters()
-            result = await play(client, ctx, scale, bar)
+            result = await play(client, ctx, scale, bar, twins)
             result["cache"] = counter_deltas(before, await client.cache_counters())
             return result, scale
 
     def markdown(self, result: Result) -> str:
         head = [
             "variant", "serve flags", "cold 1st turn TTFT p50 ms", "returning TTFT p50 ms",
-            "returning p95 ms", "returning cached", "cold twin TTFT p50 ms", "returning ÷ cold",
-            "evictions", "restores", "errors",
+            "returning p95 ms", "returning cached", "returning ÷ cache off",
+            "cold twin alone TTFT p50 ms", "returning ÷ twin alone", "evictions", "restores",
+            "errors",
         ]  # fmt: skip
         rows = []
         for v in result["variants"]:
@@ -200,6 +226,7 @@ class Sessions(Scenario):
                     ms(v["returning_ttft_p50_s"]),
                     ms(v["returning_ttft_p95_s"]),
                     "—" if cached is None else f"{cached:.0%}",
+                    fmt(v.get("returning_over_uncached")),
                     ms(v["cold_twin_ttft_p50_s"]),
                     fmt(v["returning_over_cold"]),
                     fmt(v["cache"]["evictions"]),
@@ -214,11 +241,13 @@ class Sessions(Scenario):
             f"and {turns} turns (the first cold, then {turns - 1} returning), visited "
             f"round-robin {PARALLEL} at a time, so every conversation leaves the running set "
             f"between its turns; each turn resends the whole conversation. Streamed, greedy, "
-            f"max_tokens {result['max_tokens']}. A cold twin is a returning turn's prompt with "
-            "another conversation id in its first tokens: the same length, nothing to reuse. "
-            "The twins are sent after the rounds, one at a time, to an otherwise idle server: "
-            "their best case, while returning turns share the server with 3 others, so the ratio "
-            "errs against warmlm. The cold 1st turns ran 4 at a time like the returning ones. "
+            f"max_tokens {result['max_tokens']}. The target compares each returning turn's TTFT "
+            "with the same turns on a server started with `--no-prefix-cache` (the `cache off` "
+            "variant): the same prompts, lengths and traffic, every turn prefilled cold. A "
+            "stricter figure is shown beside it: a cold twin is a returning turn's prompt with "
+            "another conversation id in its first tokens (the same length, nothing to reuse), "
+            "sent after the rounds, one at a time, to an otherwise idle server — its best case, "
+            "while returning turns share the server with 3 others. "
             "Evictions and restores: the server's KV counters over the run (warmlm's /metrics). "
             f"Variants: {notes}.\n\n" + table(head, rows)
         )
@@ -228,16 +257,27 @@ class Sessions(Scenario):
         variants: list[Result] = (
             result["variants"] if result else [{"variant": v.key} for v in VARIANTS]
         )
-        return [
-            Target(
-                f"returning ÷ cold TTFT, {v['variant']}",
-                v.get("returning_over_cold"),
-                RETURNING_TO_COLD_GOAL,
-                at_most=True,
-                note="medians; cold = same-length twin prompts",
-            )
-            for v in variants
-        ]
+        return [target(v) for v in variants if v["variant"] != BASELINE]
+
+
+def target(v: Result) -> Target:
+    """Against the cache-off run of the same turns; against the idle twins when there is none
+    (a server measured with --url)."""
+    if v["variant"] == URL_VARIANT.key:
+        return Target(
+            "returning ÷ cold TTFT, url",
+            v.get("returning_over_cold"),
+            RETURNING_TO_COLD_GOAL,
+            at_most=True,
+            note="medians; cold = same-length twin prompts, sent alone",
+        )
+    return Target(
+        f"returning ÷ cold TTFT, {v['variant']}",
+        v.get("returning_over_uncached"),
+        RETURNING_TO_COLD_GOAL,
+        at_most=True,
+        note="medians; cold = the same turns with --no-prefix-cache",
+    )
 
 
 SCENARIO = Sessions()
