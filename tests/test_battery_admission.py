@@ -60,7 +60,6 @@ def solo() -> Iterator[Solo]:
     oracle.close()
 
 
-@pytest.mark.skip(reason="flaky once on a fresh clone (all 429); re-enable after a clean CI run")
 def test_burst_overflow_gets_429_at_once_and_the_rest_complete(server: ServerProc) -> None:
     url = server.url
     settle(url, 60.0)  # nothing left over from another test: the queue must start empty
