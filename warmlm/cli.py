@@ -153,7 +153,9 @@ def _add_classify(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_classify)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or (`commands`) only the heavy subcommands named: `warmlm serve` does
+    not import the benchmark's modules, which would add a few hundred ms to its start."""
     parser = argparse.ArgumentParser(prog="warmlm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub)
@@ -161,11 +163,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_classify(sub)
     models = sub.add_parser("models", help="list known models and their GGUF metadata")
     models.set_defaults(func=_models)
-    from warmlm.bench.main import add_bench_parser
-    from warmlm.cachecmd import add_cache_parser, run_cache
+    if commands is None or "bench" in commands:
+        from warmlm.bench.main import add_bench_parser
 
-    add_bench_parser(sub, _bench)
-    add_cache_parser(sub, lambda args: run_cache(args))
+        add_bench_parser(sub, _bench)
+    else:
+        sub.add_parser("bench", help="measure warmlm (see `warmlm bench -h`)")
+    if commands is None or "cache" in commands:
+        from warmlm.cachecmd import add_cache_parser, run_cache
+
+        add_cache_parser(sub, lambda args: run_cache(args))
+    else:
+        sub.add_parser("cache", help="list or remove saved KV states (see `warmlm cache -h`)")
     return parser
 
 
@@ -175,7 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    light = bool(argv) and argv[0] in ("serve", "chat", "classify", "models")
+    args = build_parser(argv[:1] if light else None).parse_args(argv)
     try:
         return int(args.func(args))
     except (ConfigError, ModelError) as exc:

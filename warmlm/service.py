@@ -142,7 +142,8 @@ class Service:
     def _warm_up(self, engine: Engine) -> None:
         """A real generation through template, tokenizer, prefill, decode and detokenizer."""
         tokens = self.tokenize_chat(WARMUP_MESSAGES, engine)
-        out = engine.generate(tokens, SamplingParams(max_tokens=8, temperature=0.0))
+        # two tokens: a prefill step and a decode step, each through sampling and detokenizing
+        out = engine.generate(tokens, SamplingParams(max_tokens=2, temperature=0.0))
         log.info("warm-up generated %d tokens", out.completion_tokens)
 
     def tokenize_chat(self, messages: Sequence[Message], engine: Engine | None = None) -> list[int]:
