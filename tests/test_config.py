@@ -43,8 +43,23 @@ def test_every_serve_flag_reaches_the_config() -> None:
     from warmlm.cli import build_parser, server_config
 
     args = build_parser().parse_args(
-        ["serve", "--port", "9", "--max-queue", "3", "--queue-timeout", "1.5",
-         "--no-prefix-cache", "--kv-ram-mb", "7", "--cache-slots", "2", "--parallel", "2"])
+        [
+            "serve",
+            "--port",
+            "9",
+            "--max-queue",
+            "3",
+            "--queue-timeout",
+            "1.5",
+            "--no-prefix-cache",
+            "--kv-ram-mb",
+            "7",
+            "--cache-slots",
+            "2",
+            "--parallel",
+            "2",
+        ]
+    )
     cfg = server_config(args)
     assert (cfg.port, cfg.max_queue, cfg.queue_timeout) == (9, 3, 1.5)
     assert (cfg.prefix_cache, cfg.kv_ram_mb, cfg.cache_slots, cfg.parallel) == (False, 7, 2, 2)

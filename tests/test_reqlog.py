@@ -17,15 +17,9 @@ from warmlm.config import ConfigError, ServerConfig
 from warmlm.engine.detokenizer import Detokenizer
 from warmlm.engine.request import Request as EngineRequest
 from warmlm.engine.request import SamplingParams
+from warmlm.logformat import JsonFormatter, SafeTextFormatter, logfmt, sanitize
 from warmlm.server.app import create_app
-from warmlm.server.reqlog import (
-    JsonFormatter,
-    RequestLog,
-    SafeTextFormatter,
-    configure_logging,
-    logfmt,
-    sanitize,
-)
+from warmlm.server.reqlog import RequestLog, configure_logging
 
 SECRET = "zebra-7431-secret"
 FORGED = "bob\r\n2026-01-01 INFO warmlm.request: request id=forged status=200"

@@ -18,9 +18,9 @@ from tests.test_app import CHAT, factory
 from tests.test_battery_support import LiveApp, get, raw_http
 from warmlm.cli import build_parser, main, server_config
 from warmlm.config import ConfigError, ServerConfig
+from warmlm.logformat import SafeTextFormatter
 from warmlm.server import security
 from warmlm.server.app import create_app
-from warmlm.server.reqlog import SafeTextFormatter
 
 KEY = "sk-test-0123456789"
 APP_ORIGIN = "https://app.example"

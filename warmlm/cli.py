@@ -22,9 +22,17 @@ def _serve(args: argparse.Namespace) -> int:
         from warmlm.cluster.launch import options_from_args, run_cluster
 
         return run_cluster(server_config(args), options_from_args(args))
+    from warmlm.logformat import set_log_format
+    from warmlm.service import build_service
+
+    config = server_config(args)
+    set_log_format(config.log_format)  # before the first startup line
+    # The model loads (inside llama.cpp, without the GIL) while the HTTP stack imports.
+    service = build_service(config)
+    service.start_in_background()
     from warmlm.server.app import run_server
 
-    return run_server(server_config(args))
+    return run_server(config, service)
 
 
 def server_config(args: argparse.Namespace) -> ServerConfig:
@@ -75,6 +83,13 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kv-ram-mb", type=int, help="RAM for evicted KV states (default 256)")
     p.add_argument("--kv-cache-dir", type=Path, help="also keep KV states on disk (opt-in)")
     p.add_argument("--kv-disk-mb", type=int, help="disk cap for --kv-cache-dir (default 4096)")
+    p.add_argument(
+        "--mmap",
+        action="store_const",
+        const=True,
+        help="map the model file instead of reading it into memory (loads slower; its pages "
+        "are shared between processes and may be dropped under memory pressure)",
+    )
     _add_security(p)
     _add_cluster(p)
     p.set_defaults(func=_serve)

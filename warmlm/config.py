@@ -48,6 +48,7 @@ class EngineConfig:
     kv_cache_dir: Path | None = None
     kv_disk_mb: int = 4096
     score_slots: int = 64
+    mmap: bool = False  # map the GGUF instead of reading it into memory
 
     def __post_init__(self) -> None:
         _check_range("n_ctx", self.n_ctx, 256, 1 << 20)
@@ -105,6 +106,7 @@ class ServerConfig:
     kv_ram_mb: int = 256
     kv_cache_dir: Path | None = None
     kv_disk_mb: int = 4096
+    mmap: bool = False
 
     def __post_init__(self) -> None:
         _check_range("port", self.port, 0, 65535)
@@ -135,6 +137,7 @@ class ServerConfig:
             kv_ram_mb=self.kv_ram_mb,
             kv_cache_dir=self.kv_cache_dir,
             kv_disk_mb=self.kv_disk_mb,
+            mmap=self.mmap,
         )
 
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -12,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from warmlm.config import EngineConfig
+from warmlm.config import EngineConfig, ServerConfig
 from warmlm.engine.engine import Engine
 from warmlm.engine.kvstore import KVStore, model_fingerprint, private_dir
-from warmlm.engine.observer import EngineObserver
+from warmlm.engine.observer import EngineObserver, RelayObserver
 from warmlm.engine.request import SamplingParams
 from warmlm.engine.runner import ModelRunner
 from warmlm.tasks.chat import ChatTemplate, Message
@@ -28,9 +29,11 @@ T = TypeVar("T")
 # unset, nothing is wrapped and the hot path is untouched.
 FAULT_ENV = "WARMLM_FAULT_AFTER_STEPS"
 
+# Short on purpose (about 15 tokens with the Qwen template): it exercises every stage of a
+# request, and every token of its prefill is start-up time.
 WARMUP_MESSAGES = (
-    Message("system", "You are a helpful assistant."),
-    Message("user", "Say hello in one short sentence."),
+    Message("system", "Be brief."),
+    Message("user", "Hi"),
 )
 
 
@@ -43,10 +46,16 @@ def rss_bytes() -> int:
         return 0
 
 
-def _llama_runner(config: EngineConfig) -> ModelRunner:
-    return ModelRunner(
-        config.model_path, config.n_ctx, config.n_seq_max, config.max_batch_tokens, config.threads
-    )
+def build_service(config: ServerConfig) -> Service:
+    """The service of `warmlm serve`: a registry model (assembled on first use) or a GGUF."""
+
+    def locate(name: str) -> tuple[Path, str | None]:
+        from warmlm.models.resolve import resolve_model
+
+        resolved = resolve_model(name, config.cache_dir, progress=sys.stderr.isatty())
+        return resolved.path, None  # the runner reads the quantization as it loads
+
+    return Service(config.model, locate, config.engine_config)
 
 
 def _kv_store(config: EngineConfig) -> KVStore | None:
@@ -94,10 +103,39 @@ class Service:
         self.template: ChatTemplate | None = None
         self._locate = locate
         self._make_config = make_config
-        self._runner_factory = runner_factory or _llama_runner
-        self.observer = observer  # set before start(); the app installs its metrics here
+        self._runner_factory = runner_factory or ModelRunner.from_config
+        self.observer = RelayObserver(observer)  # the app points it at its metrics
         self._ready = threading.Event()
-        self.on_failure: Callable[[str], None] | None = None
+        self._failure_lock = threading.Lock()
+        self._on_failure: Callable[[str], None] | None = None
+        self._starter: threading.Thread | None = None
+
+    def watch_failure(self, callback: Callable[[str], None] | None) -> None:
+        """`callback(reason)` when startup or the engine fails, at once if it already has."""
+        with self._failure_lock:
+            self._on_failure = callback
+            failed = self.error if self.state is State.FAILED else None
+        if callback is not None and failed is not None:
+            callback(failed)
+
+    def start_in_background(self) -> None:
+        """`start` on a thread of its own (once; later calls do nothing)."""
+        if self._starter is None:
+            self._starter = threading.Thread(
+                target=self._start_logged, name="warmlm-startup", daemon=True
+            )
+            self._starter.start()
+
+    def join_startup(self) -> None:
+        """Until the background start has ended (ready or failed)."""
+        if self._starter is not None:
+            self._starter.join()
+
+    def _start_logged(self) -> None:
+        try:
+            self.start()
+        except Exception:  # recorded in state/error and reported through watch_failure
+            return
 
     def start(self) -> None:
         """Run every startup step; on failure record the reason and re-raise."""
@@ -133,6 +171,7 @@ class Service:
 
     def _load(self, config: EngineConfig) -> Engine:
         runner = self._runner_factory(config)
+        self.info.quantization = getattr(runner, "quantization", None) or self.info.quantization
         specials = runner.special_tokens()
         self.template = ChatTemplate(runner.chat_template(), **specials)
         engine = Engine(runner, config, self.observer, _kv_store(config))
@@ -157,11 +196,13 @@ class Service:
         return self.engine.runner.tokenize(text, add_special=True, parse_special=False)
 
     def _engine_failed(self, reason: str) -> None:
-        self.state = State.FAILED
-        self.error = reason
+        with self._failure_lock:
+            self.state = State.FAILED
+            self.error = reason
+            callback = self._on_failure
         log.error("failed: %s", reason)
-        if self.on_failure is not None:
-            self.on_failure(reason)
+        if callback is not None:
+            callback(reason)
 
     def model_names(self) -> set[str]:
         names = {self.info.model_name}

@@ -100,7 +100,7 @@ class LocalBackend:
 def make_backend(args: argparse.Namespace) -> Backend:
     if args.url:
         return RemoteBackend(args.url, args.api_key or ServerConfig.from_env().api_key)
-    from warmlm.server.app import build_service
+    from warmlm.service import build_service
 
     config = ServerConfig.from_env(model=args.model, threads=args.threads, parallel=1, ctx=4096)
     service = build_service(config)

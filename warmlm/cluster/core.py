@@ -17,8 +17,8 @@ from typing import Any, TypedDict
 
 from warmlm.cluster.bridge import ForwardedRequest, Lifespan, ResponsePart, call, serve_request
 from warmlm.config import ServerConfig
-from warmlm.server.app import build_service, create_app
-from warmlm.service import Service, State
+from warmlm.server.app import create_app
+from warmlm.service import Service, State, build_service
 
 log = logging.getLogger("warmlm.cluster")
 REPLICA_HEADER = "x-warmlm-replica"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,21 +10,33 @@ from typing import Any
 import llama_cpp
 import numpy as np
 
+from warmlm.config import EngineConfig
+from warmlm.engine.llamalog import silenced
 from warmlm.engine.request import SamplingParams
 from warmlm.engine.sampler import Sampler
-
-log = logging.getLogger("warmlm.llama")
-
-_LEVELS = {3: logging.WARNING, 4: logging.ERROR}  # ggml: 1 debug, 2 info, 5 continuation
-
-
-@llama_cpp.llama_log_callback  # type: ignore[misc]
-def _llama_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-    log.log(_LEVELS.get(level, logging.DEBUG), "%s", text.decode("utf-8", "replace").rstrip())
+from warmlm.models.ggml_types import file_type_name
+from warmlm.models.gguf import read_gguf_info
 
 
 class EngineFailure(RuntimeError):
     """llama.cpp could not load the model or failed to decode a batch."""
+
+
+def _load_model(path: Path, mmap: bool) -> Any:
+    """The llama.cpp model of `path`, loaded silently (engine/llamalog.py); a failure is
+    explained by our GGUF reader when it finds the file malformed, else by llama.cpp's log."""
+    params = llama_cpp.llama_model_default_params()
+    # Read into memory by default: a third faster to load here than faulting in the mapped
+    # pages, and the kernel cannot drop the weights under memory pressure.
+    params.use_mmap = mmap
+    with silenced():
+        model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+    if not model:
+        read_gguf_info(path)  # raises NotAGGUFError naming the problem, if it finds one
+        model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)  # logged
+    if not model:
+        raise EngineFailure(f"llama.cpp could not load {path}")
+    return model
 
 
 @dataclass(frozen=True)
@@ -37,21 +48,23 @@ class BatchToken:
 
 
 class ModelRunner:
-    """Owns the llama.cpp model, context and batch; every call happens on the engine thread."""
+    """Owns the llama.cpp model, context and batch. Built on any thread (warmlm/preload.py);
+    every call after that happens on the engine thread."""
 
     def __init__(
-        self, model_path: Path, n_ctx: int, n_seq_max: int, n_batch: int, threads: int
+        self,
+        model_path: Path,
+        n_ctx: int,
+        n_seq_max: int,
+        n_batch: int,
+        threads: int,
+        mmap: bool = False,
     ) -> None:
-        llama_cpp.llama_log_set(_llama_log, ctypes.c_void_p(0))
         llama_cpp.llama_backend_init()
-        mparams = llama_cpp.llama_model_default_params()
-        model = llama_cpp.llama_model_load_from_file(str(model_path).encode(), mparams)
-        if not model:
-            raise EngineFailure(f"llama.cpp could not load {model_path}")
-        self.model = model
-        self.vocab = llama_cpp.llama_model_get_vocab(model)
+        self.model = _load_model(model_path, mmap)
+        self.vocab = llama_cpp.llama_model_get_vocab(self.model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
-        self.n_ctx_train = llama_cpp.llama_model_n_ctx_train(model)
+        self.n_ctx_train = llama_cpp.llama_model_n_ctx_train(self.model)
         self.ctx = self._new_context(n_ctx, n_seq_max, n_batch, threads)
         self.n_ctx = llama_cpp.llama_n_ctx(self.ctx)
         self.n_batch = n_batch
@@ -60,6 +73,17 @@ class ModelRunner:
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._pieces: dict[int, bytes] = {}
         self._prompt_pieces: dict[int, bytes] = {}
+
+    @classmethod
+    def from_config(cls, config: EngineConfig) -> ModelRunner:
+        return cls(
+            config.model_path,
+            config.n_ctx,
+            config.n_seq_max,
+            config.max_batch_tokens,
+            config.threads,
+            config.mmap,
+        )
 
     def _new_context(self, n_ctx: int, n_seq_max: int, n_batch: int, threads: int) -> Any:
         cparams = llama_cpp.llama_context_default_params()
@@ -71,7 +95,10 @@ class ModelRunner:
         cparams.n_threads_batch = threads
         cparams.kv_unified = True
         cparams.no_perf = True
-        ctx = llama_cpp.llama_init_from_model(self.model, cparams)
+        with silenced():
+            ctx = llama_cpp.llama_init_from_model(self.model, cparams)
+        if not ctx:
+            ctx = llama_cpp.llama_init_from_model(self.model, cparams)  # again, logged
         if not ctx:
             llama_cpp.llama_model_free(self.model)
             raise EngineFailure(f"llama.cpp could not create a context of {n_ctx} tokens")
@@ -141,6 +168,18 @@ class ModelRunner:
             "bos_token": self.token_text(bos) if bos >= 0 else "",
             "eos_token": self.token_text(eos) if eos >= 0 else "",
         }
+
+    def meta(self, key: str) -> str | None:
+        """A GGUF metadata value as llama.cpp read it (None when absent)."""
+        buf = ctypes.create_string_buffer(256)
+        n = llama_cpp.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", "replace") if n >= 0 else None
+
+    @property
+    def quantization(self) -> str | None:
+        """The file type ("Q4_K_M"), from the metadata llama.cpp already parsed."""
+        raw = self.meta("general.file_type")
+        return file_type_name(int(raw)) if raw is not None and raw.isdigit() else None
 
     def chat_template(self) -> str | None:
         raw = llama_cpp.llama_model_chat_template(self.model, None)

@@ -23,7 +23,7 @@ from warmlm.server.metrics import install_observability
 from warmlm.server.reqlog import configure_logging
 from warmlm.server.routes import router
 from warmlm.server.security import bind_warning, install_security
-from warmlm.service import Service
+from warmlm.service import Service, State, build_service
 
 log = logging.getLogger("warmlm.server")
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
@@ -38,17 +38,6 @@ class WebFiles(StaticFiles):
         return await super().get_response(path, scope)
 
 
-def build_service(config: ServerConfig) -> Service:
-    def locate(name: str) -> tuple[Path, str | None]:
-        from warmlm.models.gguf import read_gguf_info
-        from warmlm.models.resolve import resolve_model
-
-        resolved = resolve_model(name, config.cache_dir, progress=sys.stderr.isatty())
-        return resolved.path, read_gguf_info(resolved.path).quantization
-
-    return Service(config.model, locate, config.engine_config)
-
-
 def create_app(
     config: ServerConfig,
     on_fatal: Callable[[str], None] | None = None,
@@ -59,16 +48,17 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service = service_factory(config)
-        service.on_failure = on_fatal
-        service.observer = app.state.observer
+        service.observer.target = app.state.observer
+        service.watch_failure(on_fatal)
         app.state.service = service
         url = f"http://{_url_host(config.host)}:{config.port}/"
-        starter = threading.Thread(target=_start, args=(service, url), name="warmlm-startup")
-        starter.start()
+        service.start_in_background()  # unless it already runs (`warmlm serve` starts it early)
+        announcer = threading.Thread(target=_announce, args=(service, url), name="warmlm-ready")
+        announcer.start()
         try:
             yield
         finally:
-            starter.join()
+            announcer.join()
             service.shutdown()
 
     app = FastAPI(title="warmlm", version="0.1.0", lifespan=lifespan)
@@ -81,12 +71,10 @@ def create_app(
     return app
 
 
-def _start(service: Service, url: str) -> None:
-    try:
-        service.start()
-    except Exception:  # recorded in service.state/error and reported through on_failure
-        return
-    print(f"warmlm is ready: {url}  (web UI; OpenAI API at {url}v1)", flush=True)
+def _announce(service: Service, url: str) -> None:
+    service.join_startup()
+    if service.state is State.READY:
+        print(f"warmlm is ready: {url}  (web UI; OpenAI API at {url}v1)", flush=True)
 
 
 def _url_host(host: str) -> str:
@@ -95,9 +83,9 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def run_server(config: ServerConfig) -> int:
+def run_server(config: ServerConfig, service: Service | None = None) -> int:
     """Serve until SIGTERM/SIGINT (drained: exit 0); 1 when the model fails to load or the
-    engine dies, so that a supervisor restarts the process."""
+    engine dies, so that a supervisor restarts the process. `service`: one already starting."""
     failure: list[str] = []
     server: uvicorn.Server | None = None
 
@@ -106,7 +94,8 @@ def run_server(config: ServerConfig) -> int:
         if server is not None:
             server.should_exit = True
 
-    app = create_app(config, on_fatal)
+    factory = build_service if service is None else (lambda cfg: service)
+    app = create_app(config, on_fatal, factory)
     uv_config = uvicorn.Config(
         app,
         host=config.host,
