@@ -1,6 +1,12 @@
 """Warm KV is correct: a reused, an evicted-and-restored and a restart-restored prefix give
-the same next-token logits as the prefix computed in place, and greedy replies agree with a
-cold prefill up to a near-tie."""
+the next-token logits of a cold prefill of the same prompt, and greedy replies agree with a
+cold prefill up to a near-tie.
+
+"Cold" is measured two ways. Computed from scratch in the batch shapes the warm path used
+(nothing reused, every token recomputed), the logits match within TOLERANCE. Computed in one
+batch, they differ by more: llama.cpp's batched kernels round differently for other batch
+shapes (a floor of about 0.3 here for this prompt, with or without any cache), so against
+that run the tests ask for the same top token and replies equal up to a near-tie."""
 
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ from warmlm.config import EngineConfig
 from warmlm.engine.engine import Engine
 from warmlm.engine.kvstore import KVStore, model_fingerprint
 from warmlm.engine.request import Request, SamplingParams
-from warmlm.engine.runner import ModelRunner
+from warmlm.engine.runner import BatchToken, ModelRunner
 from warmlm.tasks.chat import ChatTemplate, Message
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not installed(QWEN), reason="Qwen not installed")]
@@ -23,6 +29,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not installed(QWEN), reason="Q
 DOC = "The lighthouse keeper logged every ship that passed the northern cape. " * 24
 NEAR_TIE = 1.0
 TOLERANCE = 0.05
+SHAPE_FLOOR = 1.0  # one batch vs the warm path's batches: llama.cpp rounding, not the cache
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +147,75 @@ def test_a_reply_sent_back_as_text_reuses_its_non_canonical_tokens(runner: Model
     assert again.cached_tokens >= len(first) + len(split) + len(end)
     text = b"".join(runner.prompt_piece(t) for t in again.prompt_tokens)
     assert text == b"".join(runner.prompt_piece(t) for t in second)  # the same prompt text
+
+
+def recording(e: Engine) -> list[tuple[int, int]]:
+    """(first position, tokens) of every batch the engine decodes from now on."""
+    shapes: list[tuple[int, int]] = []
+    decode = e.runner.decode
+
+    def record(batch: list[BatchToken]) -> None:
+        shapes.append((batch[0].pos, len(batch)))
+        decode(batch)
+
+    e.runner.decode = record  # type: ignore[method-assign]
+    return shapes
+
+
+def cold(runner: ModelRunner, tokens: list[int], shapes: list[tuple[int, int]]) -> np.ndarray:
+    """From an empty cache: `tokens` prefilled in batches of the given (start, length); the
+    logits after the last token."""
+    runner.clear()
+    for start, n in shapes:
+        batch = [
+            BatchToken(t, start + i, 0, start + i == len(tokens) - 1)
+            for i, t in enumerate(tokens[start : start + n])
+        ]
+        runner.decode(batch)
+    return runner.logits(len(batch) - 1).copy()
+
+
+def same_shapes(first: list[tuple[int, int]], cached: int, second: list[tuple[int, int]]) -> list:
+    """The warm path's batches as one cold prefill: the first request's up to what the second
+    reused, then the second's."""
+    kept = [(p, min(n, cached - p)) for p, n in first if p < cached]
+    return kept + second
+
+
+def test_reused_and_restored_prefixes_match_a_cold_prefill(
+    runner: ModelRunner, tmp_path: Path
+) -> None:
+    first, second, other = prompts(runner)
+    fp = model_fingerprint(model_path(QWEN))
+    e = engine(runner, KVStore(fp, 256 << 20))
+    shapes = recording(e)
+    run(e, first)
+    first_shapes = list(shapes)
+    shapes.clear()
+    req, (reused,) = run(e, second)
+    assert req.cached_tokens > len(first) - 2
+    plan = same_shapes(first_shapes, req.cached_tokens, list(shapes))
+
+    e = engine(runner, KVStore(fp, 256 << 20))
+    run(e, first)
+    for i in range(3):
+        run(e, [*other, 13 + i])  # push `first` out to the RAM tier
+    restored_req, (restored,) = run(e, second)
+    assert e.kv.stats["restores"] == 1 and restored_req.cached_tokens == req.cached_tokens
+
+    disk = tmp_path / "kv"
+    e = engine(runner, KVStore(fp, 0, disk, 1 << 30))
+    run(e, first)
+    e.kv.save_all()
+    disk_req, (from_disk,) = run(engine(runner, KVStore(fp, 0, disk, 1 << 30)), second)
+    assert disk_req.cached_tokens == req.cached_tokens
+
+    reference = cold(runner, second, plan)  # nothing reused: every token recomputed
+    widest = [(p, min(runner.n_batch, len(second) - p)) for p in range(0, len(second), 512)]
+    one_batch = cold(runner, second, widest)  # as few batches as the context allows
+    for warm in (reused, restored, from_disk):
+        assert float(np.abs(warm - reference).max()) <= TOLERANCE
+        assert int(np.argmax(warm)) == int(np.argmax(one_batch))
+    floor = float(np.abs(one_batch - reference).max())  # both cold: batch shapes alone
+    assert float(np.abs(reused - one_batch).max()) <= max(floor, TOLERANCE) + TOLERANCE
+    assert floor <= SHAPE_FLOOR
