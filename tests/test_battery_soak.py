@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SMOLLM, installed, start_server, stop_server
-from warmlm.bench.scenarios.soak import run_soak, slope_per_min
+from warmlm.bench.scenarios.soak import run_soak, settled_from, slope_per_min
 
 SECONDS = 45.0
 
@@ -19,6 +19,14 @@ def test_slope_is_a_least_squares_fit_per_minute() -> None:
     assert slope_per_min([(0, 1.0), (30, 2.0), (60, 3.0)]) == pytest.approx(2.0)
     assert slope_per_min([(0, 5.0), (60, 5.0), (120, 5.0)]) == 0
     assert slope_per_min([(0, 1.0)]) is None
+
+
+def test_the_slope_starts_once_the_ram_tier_has_filled() -> None:
+    filling = [(0.0, 0.0), (60.0, 50.0), (120.0, 96.0), (180.0, 100.0), (240.0, 98.0)]
+    assert settled_from(filling, 30.0) == 120.0  # 96 ≥ 95% of the most it held
+    assert settled_from(filling, 150.0) == 150.0  # never before the first quarter
+    assert settled_from([], 30.0) == 30.0  # a server without the gauge
+    assert settled_from([(0.0, 0.0), (60.0, 0.0)], 30.0) == 30.0  # tier off
 
 
 @pytest.mark.e2e

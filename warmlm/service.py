@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from warmlm.config import EngineConfig, ServerConfig
 from warmlm.engine.engine import Engine
 from warmlm.engine.kvstore import KVStore, model_fingerprint, private_dir
+from warmlm.engine.malloc import fix_mmap_threshold
 from warmlm.engine.observer import EngineObserver, RelayObserver
 from warmlm.engine.request import SamplingParams
 from warmlm.engine.runner import ModelRunner
@@ -48,6 +49,7 @@ def rss_bytes() -> int:
 
 def build_service(config: ServerConfig) -> Service:
     """The service of `warmlm serve`: a registry model (assembled on first use) or a GGUF."""
+    fix_mmap_threshold()  # freed KV states go back to the system (engine/malloc.py)
 
     def locate(name: str) -> tuple[Path, str | None]:
         from warmlm.models.resolve import resolve_model
