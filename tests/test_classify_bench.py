@@ -58,7 +58,8 @@ def test_generated_replies_map_to_labels(reply: str, label: str) -> None:
 
 def item(truth: str, scored: str, generated: str, s: float, g: float) -> dict:
     return {
-        "truth": truth, "tokens": 20, "prefilled": 20, "raw_s": 0.1, "scored": scored,
+        "truth": truth, "tokens": 20, "prefilled": 20, "raw_s": 0.1, "raw_step_s": 0.02,
+        "scored": scored,
         "scored_s": s, "generated": generated, "generated_text": generated, "generated_s": g,
         "generated_tokens": 2,
     }  # fmt: skip
@@ -79,10 +80,12 @@ def test_figures_markdown_and_targets() -> None:
     result = summarize("d.jsonl", DEFAULT_LABELS, items, batch, schemas)
     assert result["single_over_ceiling_p50"] == pytest.approx(1.1)
     assert result["speedup_p50"] == pytest.approx(0.25 / 0.11)
+    assert result["speedup_bound_p50"] == pytest.approx(1.2)  # (prefill + a step) ÷ prefill
     assert result["batch_over_ceiling"] == pytest.approx(1.0)
     assert result["accuracy_margin"] == pytest.approx(1.0 - 2 / 3)
     assert result["scored"]["rows"] == [["positive", 1, 0], ["negative", 0, 2]]
     text = render(result)
+    assert "it would be 1.2" in text
     assert "Confusion, generated" in text and "| negative | 1 | 1 |" in text
     json.dumps(result)  # the record is written as JSON
     targets = {t.name: t for t in SCENARIO.targets({"classify": result})}
