@@ -124,7 +124,7 @@ class Service:
         """`start` on a thread of its own (once; later calls do nothing)."""
         if self._starter is None:
             self._starter = threading.Thread(
-                target=self._start_logged, name="warmlm-startup", daemon=True
+                target=self._start_quietly, name="warmlm-startup", daemon=True
             )
             self._starter.start()
 
@@ -133,7 +133,7 @@ class Service:
         if self._starter is not None:
             self._starter.join()
 
-    def _start_logged(self) -> None:
+    def _start_quietly(self) -> None:
         try:
             self.start()
         except Exception:  # recorded in state/error and reported through watch_failure

@@ -6,7 +6,7 @@ while another imports modules (warmlm/preload.py), every line waits for the GIL 
 5 ms switch interval): the load took twice as long. So loading runs with a C callback that
 ignores its arguments — libc's `abs`: in the C calling convention of the platforms we run on,
 a callee ignores extra register arguments, and the caller of a `void` callback ignores the
-return register — and a load that fails is repeated with the Python callback (`logged`) so
+return register — and a load that fails is repeated outside `silenced` (engine/runner.py) so
 that llama.cpp's reason reaches the log.
 """
 

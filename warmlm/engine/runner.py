@@ -48,8 +48,8 @@ class BatchToken:
 
 
 class ModelRunner:
-    """Owns the llama.cpp model, context and batch. Built on any thread (warmlm/preload.py);
-    every call after that happens on the engine thread."""
+    """Owns the llama.cpp model, context and batch. Built on any thread (`warmlm serve` loads
+    it on the startup thread); every call after that happens on the engine thread."""
 
     def __init__(
         self,

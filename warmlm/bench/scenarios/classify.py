@@ -137,18 +137,20 @@ class Probe:
         req = ClassifyRequest.build([r.text for r in rows], labels, task_for(labels))
         return clf.prepare(req).item_tokens
 
-    def prefill(self, n: int) -> tuple[float, float] | None:
-        """Seconds to prefill n tokens, then seconds of one decode step after them (what
-        generating a one-token label costs on top of the prefill)."""
+    def prefill(self, n: int) -> float | None:
         if not 0 < n <= CHUNK:  # the probe's text is one chunk long
             return None
+        time.sleep(SETTLE)  # the server's threads stop polling for work
+        return self.probe.prefill_seconds(n)
+
+    def step(self, n: int) -> float:
+        """Seconds of one decode step right after `prefill(n)`: what generating a one-token
+        label costs on top of the prefill."""
         from warmlm.engine.runner import BatchToken
 
-        time.sleep(SETTLE)  # the server's threads stop polling for work
-        prefill = self.probe.prefill_seconds(n)
         t0 = time.perf_counter()
         self.probe.runner.decode([BatchToken(STEP_TOKEN, n, 0, True)])
-        return prefill, time.perf_counter() - t0
+        return time.perf_counter() - t0
 
     def close(self) -> None:
         self.probe.close()
@@ -205,8 +207,8 @@ async def side_by_side(
         messages = [{"role": "system", "content": system}, {"role": "user", "content": row.text}]
         for step in ORDERS[i % len(ORDERS)]:
             if step == "raw":
-                raw = probe.prefill(n) if probe is not None else None
-                item["raw_s"], item["raw_step_s"] = raw or (None, None)
+                item["raw_s"] = probe.prefill(n) if probe is not None else None
+                item["raw_step_s"] = probe.step(n) if probe and item["raw_s"] else None
             elif step == "scored":
                 seconds, body = await client.classify([row.text], labels, task)
                 usage = body["usage"]
@@ -229,8 +231,7 @@ async def batched(
     texts = [shortest[i % len(shortest)].text for i in range(BATCH_ITEMS)]
     runs = []
     for _ in range(REPEATS):
-        raw = probe.prefill(CHUNK) if probe is not None else None
-        chunk_s = raw[0] if raw else None
+        chunk_s = probe.prefill(CHUNK) if probe is not None else None
         seconds, body = await client.classify(texts, labels, task_for(labels))
         usage = body["usage"]
         tokens = usage["prompt_tokens"] - usage["cached_tokens"]
