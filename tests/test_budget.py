@@ -19,3 +19,12 @@ def test_chunk_is_clamped() -> None:
     assert b.chunk() == 32
     b.record(0.0001, 1, 0)
     assert b.chunk() == 8
+
+
+def test_learns_from_chunks_of_a_few_tokens_and_goes_below_eight() -> None:
+    # a prompt token deep in a long context costing half a decode step (AVX2 CPUs, 3k deep)
+    b = PrefillBudget(ratio=2.2, min_chunk=1, max_chunk=256, alpha=1.0)
+    b.record(0.060, n_decode=3, n_prefill=0)
+    b.record(0.060 + 2 * 0.030, n_decode=3, n_prefill=2)
+    assert b.chunk() == 2  # (2.2 - 1) * 60 ms / 30 ms
+    assert 0.060 + b.chunk() * 0.030 <= 2.2 * 0.060 + 1e-9

@@ -24,7 +24,7 @@ class PrefillBudget:
     def record(self, seconds: float, n_decode: int, n_prefill: int) -> None:
         if n_prefill == 0 and n_decode > 0:
             self.decode_s = self._ema(self.decode_s, seconds)
-        elif n_prefill >= 8:
+        elif n_prefill > 0:
             base = self.decode_s if (n_decode and self.decode_s is not None) else 0.0
             if seconds > base:
                 self.per_token_s = self._ema(self.per_token_s, (seconds - base) / n_prefill)

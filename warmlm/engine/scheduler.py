@@ -55,7 +55,9 @@ class Scheduler:
         self.observer = observer
         self.parallel = parallel
         self.max_batch_tokens = max_batch_tokens
-        self.budget = PrefillBudget(fairness, min(8, prefill_chunk), prefill_chunk)
+        # No floor above one token: where a prompt token deep in a long context costs half a decode
+        # step (CPUs without AVX-512), a floor of 8 would let one step take 5x a decode step.
+        self.budget = PrefillBudget(fairness, 1, prefill_chunk)
         self.queue_timeout = queue_timeout
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
