@@ -12,12 +12,21 @@ class PrefillBudget:
     makes steady progress.
     """
 
-    def __init__(self, ratio: float, min_chunk: int, max_chunk: int, alpha: float = 0.2) -> None:
+    def __init__(
+        self,
+        ratio: float,
+        min_chunk: int,
+        max_chunk: int,
+        alpha: float = 0.2,
+        start_chunk: int | None = None,
+    ) -> None:
         assert ratio > 1.0 and 0 < min_chunk <= max_chunk
         self.ratio = ratio
         self.min_chunk = min_chunk
         self.max_chunk = max_chunk
         self.alpha = alpha
+        # the chunk until a decode-only step has been measured
+        self.start_chunk = min_chunk if start_chunk is None else min(start_chunk, max_chunk)
         self.decode_s: float | None = None
         self.per_token_s = 1 / 250  # a CPU prefill rate; replaced by measurements
 
@@ -32,7 +41,7 @@ class PrefillBudget:
     def chunk(self) -> int:
         """Prompt tokens allowed in a step that also carries decode tokens."""
         if self.decode_s is None:
-            return self.min_chunk
+            return self.start_chunk
         n = int((self.ratio - 1.0) * self.decode_s / self.per_token_s)
         return max(self.min_chunk, min(self.max_chunk, n))
 

@@ -57,7 +57,7 @@ class Scheduler:
         self.max_batch_tokens = max_batch_tokens
         # No floor above one token: where a prompt token deep in a long context costs half a decode
         # step (CPUs without AVX-512), a floor of 8 would let one step take 5x a decode step.
-        self.budget = PrefillBudget(fairness, 1, prefill_chunk)
+        self.budget = PrefillBudget(fairness, 1, prefill_chunk, start_chunk=8)
         self.queue_timeout = queue_timeout
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
