@@ -86,7 +86,9 @@ def _load_args(p: argparse.ArgumentParser) -> None:
         default=128,
         help="max_tokens of single, concurrency and rss requests (default 128)",
     )
-    g.add_argument("--single-runs", type=positive, default=1, help="single requests (default 1)")
+    g.add_argument(
+        "--single-runs", type=positive, default=3, help="single requests, median taken (default 3)"
+    )
     g.add_argument("--coldstart-runs", type=positive, default=3, help="process starts (default 3)")
     g.add_argument(
         "--coldstart-prompts",

@@ -8,11 +8,6 @@ from warmlm.bench.client import Messages
 
 SYSTEM = "You are a helpful assistant."
 
-LONG_ANSWER = (
-    "Write a detailed, step-by-step tutorial on implementing a hash map in Python from scratch: "
-    "explain hashing, collisions, resizing and deletion, and give the complete code with comments."
-)
-
 TUTORIAL = (
     "Write a detailed tutorial on implementing {topic} in Python{variant}: explain the design, "
     "give the complete code with comments, and walk through an example."
@@ -70,11 +65,6 @@ FILLER_WORDS = (
 
 def chat(user: str, system: str = SYSTEM) -> Messages:
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
-
-
-def long_answer() -> Messages:
-    """One prompt that makes a model write far more than the benchmark's max_tokens."""
-    return chat(LONG_ANSWER)
 
 
 def distinct_long_answers(n: int, start: int = 0) -> list[Messages]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from warmlm.bench.context import BenchContext
 from warmlm.bench.markdown import fmt, ms, table
-from warmlm.bench.prompts import chat, long_answer
+from warmlm.bench.prompts import chat, distinct_long_answers
 from warmlm.bench.scenarios.base import Needs, Result, Results, Scenario, ok
 from warmlm.bench.scenarios.ceiling import ceiling_tps
 from warmlm.bench.stats import median, ratio
@@ -28,8 +28,9 @@ class Single(Scenario):
             await client.stream_chat(chat(WARMUP_PROMPT), 4)  # untimed: a peer may start lazily
             replies = []
             with ctx.progress(o.single_runs, "single") as bar:
-                for _ in range(o.single_runs):
-                    replies.append(await client.stream_chat(long_answer(), o.max_tokens))
+                # different prompts: no run finds its prompt already cached
+                for messages in distinct_long_answers(o.single_runs):
+                    replies.append(await client.stream_chat(messages, o.max_tokens))
                     bar.update()
         good = [r for r in replies if r.error is None]
         return {
