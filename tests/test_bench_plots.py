@@ -67,11 +67,27 @@ def test_report_from_json_rewrites_docs_and_plots(tmp_path: Path) -> None:
     assert f"warmlm bench report --from\n{source}" in text
     assert "<!-- warmlm-bench:single:begin -->" in text  # warmlm's own scenario sections
     for name in ("coldstart", "multiturn-ttft", "concurrency", "itl", "latency-cdf"):
-        assert f"](bench/{name}.png)" in text
-        png_size(docs.parent / "bench" / f"{name}.png")
+        assert f"](bench/{name}-compare.png)" in text  # apart from warmlm's own runs' plots
+        png_size(docs.parent / "bench" / f"{name}-compare.png")
+    assert not (docs.parent / "bench" / "concurrency.png").exists()
     again = docs.read_text()
     assert main(["bench", "report", "--from", str(source), "--docs", str(docs)]) == 0
     assert docs.read_text() == again  # idempotent
+
+
+def test_a_run_of_warmlm_alone_keeps_the_comparisons_plots(tmp_path: Path) -> None:
+    data = canned_json(tmp_path)
+    compared, alone = tmp_path / "compared.json", tmp_path / "alone.json"
+    compared.write_text(json.dumps(data))
+    del data["peers"]
+    alone.write_text(json.dumps(data))
+    docs = tmp_path / "benchmarks.md"
+    assert main(["bench", "report", "--from", str(compared), "--docs", str(docs)]) == 0
+    before = (tmp_path / "bench" / "concurrency-compare.png").read_bytes()
+    assert main(["bench", "report", "--from", str(alone), "--docs", str(docs)]) == 0
+    text = docs.read_text()
+    assert "](bench/concurrency-compare.png)" in text and "](bench/concurrency.png)" in text
+    assert (tmp_path / "bench" / "concurrency-compare.png").read_bytes() == before
 
 
 def test_report_needs_a_readable_file(tmp_path: Path) -> None:

@@ -591,9 +591,13 @@ def _plot_sections(data: dict[str, Any], docs: Path) -> dict[str, str]:
     except ImportError:  # matplotlib is the `bench` extra
         log.warning("plots skipped: matplotlib is not installed (pip install 'warmlm[bench]')")
         return {}
-    # warmlm's own runs draw NAME.png; a run of another target (--url, --label) keeps apart
+    # warmlm's own runs draw NAME.png; a run of another target (--url, --label) keeps apart,
+    # and so does a comparison (NAME-compare.png), which a later run of warmlm alone would
+    # otherwise redraw without its peers
     label = re.sub(r"[^A-Za-z0-9_.-]", "_", str(data.get("options", {}).get("label", "warmlm")))
     suffix = "" if label == "warmlm" else f"-{label}"
+    if data.get("peers"):
+        suffix += "-compare"
     sections = {}
     for plot in write_plots(data, docs.parent / "bench", suffix):
         rel = os.path.relpath(plot.path, docs.parent).replace(os.sep, "/")
