@@ -12,6 +12,7 @@ from warmlm.bench.targets import Target
 
 DECODE_GOAL = 0.9
 WARMUP_PROMPT = "Say hello."
+FIRST_PROMPT = 200  # prompts are numbered from here (concurrency uses 0..14, fairness 300..)
 
 
 class Single(Scenario):
@@ -28,8 +29,8 @@ class Single(Scenario):
             await client.stream_chat(chat(WARMUP_PROMPT), 4)  # untimed: a peer may start lazily
             replies = []
             with ctx.progress(o.single_runs, "single") as bar:
-                # different prompts: no run finds its prompt already cached
-                for messages in distinct_long_answers(o.single_runs):
+                # different prompts, used by no other scenario: none is found already cached
+                for messages in distinct_long_answers(o.single_runs, FIRST_PROMPT):
                     replies.append(await client.stream_chat(messages, o.max_tokens))
                     bar.update()
         good = [r for r in replies if r.error is None]
