@@ -63,3 +63,15 @@ def test_every_serve_flag_reaches_the_config() -> None:
     cfg = server_config(args)
     assert (cfg.port, cfg.max_queue, cfg.queue_timeout) == (9, 3, 1.5)
     assert (cfg.prefix_cache, cfg.kv_ram_mb, cfg.cache_slots, cfg.parallel) == (False, 7, 2, 2)
+
+
+def test_the_warm_up_caches_the_system_prompt_of_the_web_ui_and_of_warmlm_chat() -> None:
+    from warmlm.cli import build_parser
+    from warmlm.config import DEFAULT_SYSTEM_PROMPT
+    from warmlm.service import WARMUP_MESSAGES
+
+    store = (Path(__file__).parents[1] / "warmlm" / "web" / "store.js").read_text()
+    assert f'system: "{DEFAULT_SYSTEM_PROMPT}"' in store
+    assert build_parser(["chat"]).parse_args(["chat"]).system == DEFAULT_SYSTEM_PROMPT
+    assert WARMUP_MESSAGES[0].role == "system"
+    assert WARMUP_MESSAGES[0].content == DEFAULT_SYSTEM_PROMPT

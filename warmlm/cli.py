@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from warmlm.config import ConfigError, ServerConfig, default_cache_dir
+from warmlm.config import DEFAULT_SYSTEM_PROMPT, ConfigError, ServerConfig, default_cache_dir
 from warmlm.models.errors import ModelError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -136,7 +136,7 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
         "--api-key", help="bearer key for --url (default: $WARMLM_API_KEY)", default=None
     )
     p.add_argument("--model", default=None, help="registry name or .gguf path")
-    p.add_argument("--system", default="You are a helpful assistant.", help="system prompt")
+    p.add_argument("--system", default=DEFAULT_SYSTEM_PROMPT, help="system prompt")
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--max-tokens", type=int, default=512)
     p.add_argument("--threads", type=int, default=None)

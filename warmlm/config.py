@@ -9,6 +9,8 @@ from typing import Any
 
 ENV_PREFIX = "WARMLM_"
 MAX_SEQ = 256  # llama.cpp's LLAMA_MAX_SEQ: n_seq_max of a context is at most this
+# the system prompt of `warmlm chat` and of the web UI (web/store.js); the warm-up caches it
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 
 
 class ConfigError(ValueError):

@@ -11,16 +11,19 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from warmlm.config import EngineConfig, ServerConfig
-from warmlm.engine.engine import Engine
+from warmlm.config import DEFAULT_SYSTEM_PROMPT, EngineConfig, ServerConfig
 from warmlm.engine.kvstore import KVStore, model_fingerprint, private_dir
 from warmlm.engine.malloc import fix_mmap_threshold
 from warmlm.engine.observer import EngineObserver, RelayObserver
 from warmlm.engine.request import SamplingParams
 from warmlm.engine.runner import ModelRunner
 from warmlm.tasks.chat import ChatTemplate, Message
+
+if TYPE_CHECKING:
+    # imported by `_load`, once the model loads: the C load starts ~50 ms sooner
+    from warmlm.engine.engine import Engine
 
 log = logging.getLogger("warmlm.startup")
 T = TypeVar("T")
@@ -30,11 +33,13 @@ T = TypeVar("T")
 # unset, nothing is wrapped and the hot path is untouched.
 FAULT_ENV = "WARMLM_FAULT_AFTER_STEPS"
 
-# Not shorter: with a 15-token warm-up, the first request of 45 tokens took 1.5-1.75x the
-# tenth's time to first token (`warmlm bench coldstart`), with this one 1.06-1.25x.
+# 20 tokens with the Qwen template. Its system prompt is the default of the web UI and of
+# `warmlm chat`, so their first request finds it in the prefix cache as every later one does;
+# with "Be brief." the first of ten prompts sharing that system prompt took 1.5-1.75x the
+# tenth's time to first token (`warmlm bench coldstart`). Each token is start-up time.
 WARMUP_MESSAGES = (
-    Message("system", "You are a helpful assistant."),
-    Message("user", "Say hello in one short sentence."),
+    Message("system", DEFAULT_SYSTEM_PROMPT),
+    Message("user", "Hi"),
 )
 
 
@@ -172,7 +177,9 @@ class Service:
         return result
 
     def _load(self, config: EngineConfig) -> Engine:
-        runner = self._runner_factory(config)
+        runner = self._runner_factory(config)  # llama.cpp loads, releasing the GIL
+        from warmlm.engine.engine import Engine  # meanwhile imported by the main thread
+
         self.info.quantization = getattr(runner, "quantization", None) or self.info.quantization
         specials = runner.special_tokens()
         self.template = ChatTemplate(runner.chat_template(), **specials)
