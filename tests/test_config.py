@@ -58,11 +58,14 @@ def test_every_serve_flag_reaches_the_config() -> None:
             "2",
             "--parallel",
             "2",
+            "--no-mmap",
         ]
     )
     cfg = server_config(args)
     assert (cfg.port, cfg.max_queue, cfg.queue_timeout) == (9, 3, 1.5)
     assert (cfg.prefix_cache, cfg.kv_ram_mb, cfg.cache_slots, cfg.parallel) == (False, 7, 2, 2)
+    assert cfg.mmap is False and cfg.engine_config(Path("m.gguf")).mmap is False
+    assert server_config(build_parser().parse_args(["serve"])).mmap is True
 
 
 def test_the_warm_up_caches_the_system_prompt_of_the_web_ui_and_of_warmlm_chat() -> None:

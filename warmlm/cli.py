@@ -84,11 +84,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kv-cache-dir", type=Path, help="also keep KV states on disk (opt-in)")
     p.add_argument("--kv-disk-mb", type=int, help="disk cap for --kv-cache-dir (default 4096)")
     p.add_argument(
-        "--mmap",
+        "--no-mmap",
+        dest="mmap",
         action="store_const",
-        const=True,
-        help="map the model file instead of reading it into memory (loads slower; its pages "
-        "are shared between processes and may be dropped under memory pressure)",
+        const=False,
+        help="read the model file into memory instead of mapping it (loads slower; the "
+        "kernel cannot then drop the weights' pages under memory pressure)",
     )
     _add_security(p)
     _add_cluster(p)

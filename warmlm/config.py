@@ -50,7 +50,7 @@ class EngineConfig:
     kv_cache_dir: Path | None = None
     kv_disk_mb: int = 4096
     score_slots: int = 64
-    mmap: bool = False  # map the GGUF instead of reading it into memory
+    mmap: bool = True  # map the GGUF (False: read it into memory)
 
     def __post_init__(self) -> None:
         _check_range("n_ctx", self.n_ctx, 256, 1 << 20)
@@ -108,7 +108,7 @@ class ServerConfig:
     kv_ram_mb: int = 256
     kv_cache_dir: Path | None = None
     kv_disk_mb: int = 4096
-    mmap: bool = False
+    mmap: bool = True
 
     def __post_init__(self) -> None:
         _check_range("port", self.port, 0, 65535)
