@@ -59,12 +59,15 @@ def test_every_serve_flag_reaches_the_config() -> None:
             "--parallel",
             "2",
             "--no-mmap",
+            "--flash-attn",
+            "off",
         ]
     )
     cfg = server_config(args)
     assert (cfg.port, cfg.max_queue, cfg.queue_timeout) == (9, 3, 1.5)
     assert (cfg.prefix_cache, cfg.kv_ram_mb, cfg.cache_slots, cfg.parallel) == (False, 7, 2, 2)
     assert cfg.mmap is False and cfg.engine_config(Path("m.gguf")).mmap is False
+    assert cfg.flash_attn == "off" and cfg.engine_config(Path("m.gguf")).flash_attn == "off"
     assert server_config(build_parser().parse_args(["serve"])).mmap is True
 
 
@@ -78,3 +81,13 @@ def test_the_warm_up_caches_the_system_prompt_of_the_web_ui_and_of_warmlm_chat()
     assert build_parser(["chat"]).parse_args(["chat"]).system == DEFAULT_SYSTEM_PROMPT
     assert WARMUP_MESSAGES[0].role == "system"
     assert WARMUP_MESSAGES[0].content == DEFAULT_SYSTEM_PROMPT
+
+
+def test_flash_attention_is_auto_on_or_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ServerConfig().flash_attn == "auto"
+    monkeypatch.setenv("WARMLM_FLASH_ATTN", "on")
+    assert ServerConfig.from_env().flash_attn == "on"
+    with pytest.raises(ConfigError, match="flash_attn must be auto|on|off"):
+        ServerConfig(flash_attn="yes")
+    with pytest.raises(ConfigError, match="flash_attn"):
+        EngineConfig(model_path=Path("m.gguf"), flash_attn="fast")

@@ -23,3 +23,12 @@ def test_the_context_parameters_are_real_fields_and_keep_their_values() -> None:
     assert not vars(params), vars(params)
     assert (params.n_ctx, params.n_seq_max, params.n_batch, params.n_ubatch) == (4096, 8, 512, 512)
     assert (params.n_threads, params.n_threads_batch, params.kv_unified) == (2, 2, True)
+
+
+def test_flash_attention_is_llama_cpps_choice_unless_forced() -> None:
+    assert context_params(512, 1, 512, 2).flash_attn_type == llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
+    on, off = (context_params(512, 1, 512, 2, mode).flash_attn_type for mode in ("on", "off"))
+    assert (on, off) == (
+        llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+        llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+    )

@@ -9,7 +9,13 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from warmlm.config import DEFAULT_SYSTEM_PROMPT, ConfigError, ServerConfig, default_cache_dir
+from warmlm.config import (
+    DEFAULT_SYSTEM_PROMPT,
+    FLASH_ATTN,
+    ConfigError,
+    ServerConfig,
+    default_cache_dir,
+)
 from warmlm.models.errors import ModelError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -90,6 +96,11 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         const=False,
         help="read the model file into memory instead of mapping it (loads slower; the "
         "kernel cannot then drop the weights' pages under memory pressure)",
+    )
+    p.add_argument(
+        "--flash-attn",
+        choices=FLASH_ATTN,
+        help="llama.cpp's flash attention: auto (its choice), on or off (default auto)",
     )
     _add_security(p)
     _add_cluster(p)

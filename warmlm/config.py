@@ -11,6 +11,7 @@ ENV_PREFIX = "WARMLM_"
 MAX_SEQ = 256  # llama.cpp's LLAMA_MAX_SEQ: n_seq_max of a context is at most this
 # the system prompt of `warmlm chat` and of the web UI (web/store.js); the warm-up caches it
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+FLASH_ATTN = ("auto", "on", "off")  # llama.cpp's flash attention: its choice, or forced
 
 
 class ConfigError(ValueError):
@@ -51,6 +52,7 @@ class EngineConfig:
     kv_disk_mb: int = 4096
     score_slots: int = 64
     mmap: bool = True  # map the GGUF (False: read it into memory)
+    flash_attn: str = "auto"
 
     def __post_init__(self) -> None:
         _check_range("n_ctx", self.n_ctx, 256, 1 << 20)
@@ -64,6 +66,7 @@ class EngineConfig:
         _check_range("kv_ram_mb", self.kv_ram_mb, 0, 1 << 20)
         _check_range("kv_disk_mb", self.kv_disk_mb, 0, 1 << 24)
         _check_range("score_slots", self.score_slots, 0, MAX_SEQ)
+        _check_flash_attn(self.flash_attn)
         if not 1.0 < self.fairness <= 100.0:
             raise ConfigError(f"fairness must be in (1, 100], got {self.fairness}")
         if self.queue_timeout <= 0:
@@ -109,6 +112,7 @@ class ServerConfig:
     kv_cache_dir: Path | None = None
     kv_disk_mb: int = 4096
     mmap: bool = True
+    flash_attn: str = "auto"
 
     def __post_init__(self) -> None:
         _check_range("port", self.port, 0, 65535)
@@ -119,6 +123,7 @@ class ServerConfig:
             raise ConfigError(f"log_level must be debug|info|warning|error, got {self.log_level!r}")
         if self.log_format not in {"text", "json"}:
             raise ConfigError(f"log_format must be text|json, got {self.log_format!r}")
+        _check_flash_attn(self.flash_attn)
         _check_range("max_body_bytes", self.max_body_bytes, 1024, 1 << 30)
         _check_range("max_header_bytes", self.max_header_bytes, 1024, 1 << 20)
         if not 0 <= self.drain_timeout <= 3600:
@@ -140,6 +145,7 @@ class ServerConfig:
             kv_cache_dir=self.kv_cache_dir,
             kv_disk_mb=self.kv_disk_mb,
             mmap=self.mmap,
+            flash_attn=self.flash_attn,
         )
 
     @classmethod
@@ -152,6 +158,11 @@ class ServerConfig:
                 values[f.name] = _coerce(f.name, f.type, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def _check_flash_attn(value: str) -> None:
+    if value not in FLASH_ATTN:
+        raise ConfigError(f"flash_attn must be {'|'.join(FLASH_ATTN)}, got {value!r}")
 
 
 def _coerce(name: str, type_name: Any, raw: str) -> Any:

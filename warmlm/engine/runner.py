@@ -32,9 +32,19 @@ def model_params(mmap: bool) -> Any:
     return params
 
 
-def context_params(n_ctx: int, n_seq_max: int, n_batch: int, threads: int) -> Any:
+FLASH_ATTN_TYPES = {
+    "auto": llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO,
+    "on": llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+    "off": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+}
+
+
+def context_params(
+    n_ctx: int, n_seq_max: int, n_batch: int, threads: int, flash_attn: str = "auto"
+) -> Any:
     """One context: a unified KV cache of n_ctx cells shared by up to n_seq_max sequences."""
     cparams = llama_cpp.llama_context_default_params()
+    cparams.flash_attn_type = FLASH_ATTN_TYPES[flash_attn]
     cparams.n_ctx = n_ctx
     cparams.n_batch = n_batch
     cparams.n_ubatch = n_batch
@@ -80,13 +90,14 @@ class ModelRunner:
         n_batch: int,
         threads: int,
         mmap: bool = True,
+        flash_attn: str = "auto",
     ) -> None:
         llama_cpp.llama_backend_init()
         self.model = _load_model(model_path, mmap)
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
         self.n_ctx_train = llama_cpp.llama_model_n_ctx_train(self.model)
-        self.ctx = self._new_context(n_ctx, n_seq_max, n_batch, threads)
+        self.ctx = self._new_context(context_params(n_ctx, n_seq_max, n_batch, threads, flash_attn))
         self.n_ctx = llama_cpp.llama_n_ctx(self.ctx)
         self.n_batch = n_batch
         self.n_seq_max = n_seq_max
@@ -104,17 +115,17 @@ class ModelRunner:
             config.max_batch_tokens,
             config.threads,
             config.mmap,
+            config.flash_attn,
         )
 
-    def _new_context(self, n_ctx: int, n_seq_max: int, n_batch: int, threads: int) -> Any:
-        cparams = context_params(n_ctx, n_seq_max, n_batch, threads)
+    def _new_context(self, cparams: Any) -> Any:
         with silenced():
             ctx = llama_cpp.llama_init_from_model(self.model, cparams)
         if not ctx:
             ctx = llama_cpp.llama_init_from_model(self.model, cparams)  # again, logged
         if not ctx:
             llama_cpp.llama_model_free(self.model)
-            raise EngineFailure(f"llama.cpp could not create a context of {n_ctx} tokens")
+            raise EngineFailure(f"llama.cpp could not create a context of {cparams.n_ctx} tokens")
         return ctx
 
     # -- tokens ---------------------------------------------------------------------------
