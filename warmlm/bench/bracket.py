@@ -14,7 +14,8 @@ from contextlib import contextmanager
 
 from warmlm.bench.ceiling import CeilingPlan, CeilingProbe
 from warmlm.bench.context import BenchContext
-from warmlm.bench.stats import mean
+from warmlm.bench.stats import mean, ratio
+from warmlm.bench.targets import Target
 
 SETTLE_S = 0.2  # after a request, before a probe: the server's threads stop spinning
 
@@ -26,10 +27,13 @@ class Bracket:
         o = ctx.options
         plan = CeilingPlan(tuple(batches), o.tokens, o.prompt_tokens, (), 1)
         self.probe = CeilingProbe(ctx.model_path(), o.threads, plan.n_ctx(0), plan)
-        self.probe.prefill_seconds(min(16, o.prompt_tokens))  # its first-call warm-up
+        self.probe.warm_up()
 
     async def tps(self, batch: int) -> float | None:
-        """Raw tokens/s decoding `batch` sequences at once, once the server is quiet."""
+        """Raw tokens/s decoding `batch` sequences at once, once the server is quiet; None
+        for a batch size the bracket was not opened for."""
+        if batch not in self.probe.plan.batches:
+            return None
         await asyncio.sleep(SETTLE_S)
         return self.probe.decode_tps(batch)
 
@@ -58,3 +62,18 @@ async def probe_tps(bracket: Bracket | None, batch: int) -> float | None:
 def around(before: float | None, after: float | None) -> float | None:
     """The raw speed of a measurement's time: the mean of the probes on either side."""
     return mean([t for t in (before, after) if t is not None])
+
+
+def decode_target(
+    name: str,
+    goal: float,
+    what: str,
+    vs_raw: float | None,
+    served: float | None,
+    ceiling: float | None,
+) -> Target:
+    """A served decode speed ÷ the probes around it when it has them, else ÷ the ceiling
+    scenario's figure (`ceiling`, measured earlier in the run)."""
+    if vs_raw is not None:
+        return Target(name, vs_raw, goal, note=f"{what} ÷ raw probes just before and after")
+    return Target(name, ratio(served, ceiling), goal, note=f"{what} ÷ the ceiling scenario's")

@@ -60,6 +60,10 @@ class CeilingProbe:
     def close(self) -> None:
         self.runner.close()
 
+    def warm_up(self) -> None:
+        """The first call's one-off costs, not measured."""
+        self.prefill_seconds(min(16, self.plan.prompt_tokens))
+
     def _prefill(self, n: int, seq_ids: range) -> None:
         from warmlm.engine.runner import BatchToken
 
@@ -105,7 +109,7 @@ def _repeat(fn: Callable[[], float | None], times: int, tick: Callable[[], None]
 def measure(probe: CeilingProbe, tick: Callable[[], None]) -> dict[str, Any]:
     """Every measurement of the plan; each figure is the median of `repeats` runs."""
     plan = probe.plan
-    probe.prefill_seconds(min(16, plan.prompt_tokens))  # first-call warm-up, not measured
+    probe.warm_up()
     decode = []
     for b in plan.batches:
         samples = _repeat(partial(probe.decode_tps, b), plan.repeats, tick)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import random
 
 from warmlm.bench.client import Messages
+from warmlm.config import DEFAULT_SYSTEM_PROMPT
 
-SYSTEM = "You are a helpful assistant."
+SYSTEM = DEFAULT_SYSTEM_PROMPT  # the web UI's and `warmlm chat`'s
 
 TUTORIAL = (
     "Write a detailed tutorial on implementing {topic} in Python{variant}: explain the design, "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from warmlm.bench.bracket import around, open_bracket, probe_tps
+from warmlm.bench.bracket import around, decode_target, open_bracket, probe_tps
 from warmlm.bench.client import ChatClient, StreamResult
 from warmlm.bench.context import BenchContext
 from warmlm.bench.markdown import fmt, ms, table
@@ -67,17 +67,16 @@ class Concurrency(Scenario):
         o = ctx.options
         url = await ctx.server_url()
         levels = []
-        probed = [n for n in o.levels if n in GOALS]
-        with open_bracket(ctx, probed) as bracket:
+        with open_bracket(ctx, [n for n in o.levels if n in GOALS]) as bracket:
             async with ctx.client(url) as client:
                 await client.discover_model()
                 await client.stream_chat(chat("Say hello."), 4)  # untimed warm-up
                 start = 0
                 with ctx.progress(len(o.levels), "concurrency") as bar:
                     for n in o.levels:
-                        before = await probe_tps(bracket, n) if n in probed else None
+                        before = await probe_tps(bracket, n)
                         replies = await run_level(client, n, o.max_tokens, start)
-                        after = await probe_tps(bracket, n) if n in probed else None
+                        after = await probe_tps(bracket, n)
                         levels.append(level_result(n, o.parallel, replies, around(before, after)))
                         start += n
                         bar.update()
@@ -119,12 +118,14 @@ class Concurrency(Scenario):
 
 def _decode_target(n: int, goal: float, level: Result, results: Results) -> Target:
     """Level n's decode-phase speed ÷ the probes around it, else ÷ the ceiling scenario's B=n."""
-    name = f"aggregate decode @{n} streams ÷ B={n} ceiling"
-    if level.get("vs_raw") is not None:
-        how = "decode-phase aggregate ÷ raw probes just before and after"
-        return Target(name, level["vs_raw"], goal, note=how)
-    value = ratio(level.get("decode_aggregate_tps"), ceiling_tps(results, n))
-    return Target(name, value, goal, note="decode-phase aggregate tok/s ÷ the ceiling scenario's")
+    return decode_target(
+        f"aggregate decode @{n} streams ÷ B={n} ceiling",
+        goal,
+        "decode-phase aggregate tok/s",
+        level.get("vs_raw"),
+        level.get("decode_aggregate_tps"),
+        ceiling_tps(results, n),
+    )
 
 
 SCENARIO = Concurrency()

@@ -6,7 +6,7 @@ A run that starts warmlm itself runs a raw B=1 probe before and after each reque
 
 from __future__ import annotations
 
-from warmlm.bench.bracket import around, open_bracket, probe_tps
+from warmlm.bench.bracket import around, decode_target, open_bracket, probe_tps
 from warmlm.bench.client import StreamResult
 from warmlm.bench.context import BenchContext
 from warmlm.bench.markdown import fmt, ms, table
@@ -71,19 +71,16 @@ class Single(Scenario):
         )
 
     def targets(self, results: Results) -> list[Target]:
-        result = ok(results, self.name)
-        paired = result.get("vs_raw") if result else None
-        if paired is not None:
-            how = "streamed through the HTTP API ÷ raw probes just before and after each request"
-            return [Target("single-stream decode ÷ B=1 ceiling", paired, DECODE_GOAL, note=how)]
-        decode = result["decode_tps"] if result else None
+        result = ok(results, self.name) or {}
         return [
-            Target(
+            decode_target(
                 "single-stream decode ÷ B=1 ceiling",
-                ratio(decode, ceiling_tps(results, 1)),
                 DECODE_GOAL,
-                note="streamed through the HTTP API ÷ the ceiling scenario's B=1",
-            ),
+                "streamed through the HTTP API",
+                result.get("vs_raw"),
+                result.get("decode_tps"),
+                ceiling_tps(results, 1),
+            )
         ]
 
 
