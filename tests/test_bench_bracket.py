@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from tests.conftest import SMOLLM, installed, model_path
 from tests.test_bench_single import reply
-from warmlm.bench.bracket import around
+from warmlm.bench.bracket import around, open_bracket
 from warmlm.bench.scenarios.concurrency import SCENARIO as CONCURRENCY
 from warmlm.bench.scenarios.concurrency import level_result
 from warmlm.cli import main
@@ -18,6 +20,13 @@ from warmlm.cli import main
 def test_the_raw_speed_of_a_measurement_is_the_mean_of_the_probes_around_it() -> None:
     assert around(20.0, 30.0) == 25.0
     assert around(None, 30.0) == 30.0 and around(None, None) is None
+
+
+def test_no_probe_is_loaded_when_no_level_has_a_goal() -> None:
+    # `bench concurrency --levels 1,2`: nothing to probe, and no model to load for it
+    ctx: Any = SimpleNamespace(options=SimpleNamespace(url=None))
+    with open_bracket(ctx, []) as bracket:
+        assert bracket is None
 
 
 def test_a_level_is_divided_by_its_probes_when_it_has_them() -> None:

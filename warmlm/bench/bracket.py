@@ -44,8 +44,8 @@ class Bracket:
 @contextmanager
 def open_bracket(ctx: BenchContext, batches: Sequence[int]) -> Iterator[Bracket | None]:
     """A bracket beside a warmlm this run started; None behind `--url`, which may serve
-    another model than `--model`."""
-    if ctx.options.url:
+    another model than `--model`, and when there is no batch size to probe."""
+    if ctx.options.url or not batches:
         yield None
         return
     bracket = Bracket(ctx, batches)
