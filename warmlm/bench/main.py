@@ -89,7 +89,7 @@ def _load_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--single-runs", type=positive, default=3, help="single requests, median taken (default 3)"
     )
-    g.add_argument("--coldstart-runs", type=positive, default=3, help="process starts (default 3)")
+    g.add_argument("--coldstart-runs", type=positive, default=5, help="process starts (default 5)")
     g.add_argument(
         "--coldstart-prompts",
         type=positive,
