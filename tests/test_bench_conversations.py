@@ -33,7 +33,7 @@ from warmlm.bench.scenarios._conversation import (
 from warmlm.bench.scenarios.fairness import SCENARIO as FAIRNESS
 from warmlm.bench.scenarios.fairness import itl_stats, server_ctx, window_gaps
 from warmlm.bench.scenarios.multiturn import SCENARIO as MULTITURN
-from warmlm.bench.scenarios.multiturn import new_tokens
+from warmlm.bench.scenarios.multiturn import median_turns, new_tokens
 from warmlm.bench.scenarios.restart import SCENARIO as RESTART
 from warmlm.bench.scenarios.restart import goal_for, restart_ctx, rotated
 from warmlm.bench.scenarios.sessions import SCENARIO as SESSIONS
@@ -232,6 +232,20 @@ def test_multiturn_prefilled_tokens_and_target() -> None:
     assert target.name == "turn 8 TTFT ÷ turn 1 TTFT" and target.passed
     (failed,) = MULTITURN.targets({"multiturn": {"turns": turns, "last_over_first": 0.2}})
     assert failed.passed is False
+
+
+def test_multiturn_turns_are_medians_over_conversations() -> None:
+    convs = [
+        [{"ttft_s": 1.0, "prompt_tokens": 850}, {"ttft_s": 0.3, "prompt_tokens": 900}],
+        [{"ttft_s": 1.2, "prompt_tokens": 851}, {"ttft_s": None, "prompt_tokens": 901}],
+        [{"ttft_s": 0.9, "prompt_tokens": 849}, {"ttft_s": 0.1, "prompt_tokens": 899}],
+    ]
+    first, second = median_turns(convs)
+    assert first == {"ttft_s": 1.0, "prompt_tokens": 850, "ttft_each_s": [1.0, 1.2, 0.9]}
+    assert second["ttft_s"] == pytest.approx(0.2) and second["prompt_tokens"] == 900
+    assert second["ttft_each_s"] == [0.3, None, 0.1]
+    (only,) = median_turns([[{"ttft_s": None}]])
+    assert only["ttft_s"] is None
 
 
 def req(rnd: int, ttft: float | None, prompt: int = 600, cached: int | None = 0) -> dict[str, Any]:

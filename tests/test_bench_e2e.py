@@ -71,3 +71,31 @@ def test_http_scenarios_against_warmlm(tmp_path: Path, smol_url: str) -> None:
     assert all(lv["errors"] == [] and lv["completion_tokens"] == 8 * lv["level"] for lv in levels)
     text = (tmp_path / "bench.md").read_text()
     assert "<!-- warmlm-bench:single@url:begin -->" in text and "warmlm-bench:coldstart" not in text
+
+
+def test_multiturn_repeats_the_conversation_over_other_documents(
+    tmp_path: Path, smol_url: str
+) -> None:
+    data = run(
+        tmp_path,
+        "multiturn",
+        "--url",
+        smol_url,
+        "--multiturn-conversations",
+        "2",
+        "--multiturn-turns",
+        "3",
+        "--multiturn-doc-tokens",
+        "150",
+        "--multiturn-max-tokens",
+        "8",
+    )
+    result = data["results"]["multiturn"]
+    first, second = result["conversations"]
+    assert len(first) == len(second) == len(result["turns"]) == 3
+    assert first[0]["cached_tokens"] < 40 and second[0]["cached_tokens"] < 40  # own documents
+    assert all(t["cached_tokens"] > t["prompt_tokens"] // 2 for t in first[1:] + second[1:])
+    for k, turn in enumerate(result["turns"]):
+        assert turn["ttft_each_s"] == [first[k]["ttft_s"], second[k]["ttft_s"]]
+        assert min(turn["ttft_each_s"]) <= turn["ttft_s"] <= max(turn["ttft_each_s"])
+    assert "2 conversation(s)" in (tmp_path / "bench.md").read_text()

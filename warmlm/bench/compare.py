@@ -492,8 +492,9 @@ def _sizes(data: dict[str, Any]) -> str:
         parts.append(f"single and concurrency max_tokens {o.get('max_tokens')}, streams {levels}")
     if "multiturn" in ran:
         parts.append(
-            f"multiturn {o.get('multiturn_turns')} turns on a ~{o.get('multiturn_doc_tokens')}"
-            f"-token document × max_tokens {o.get('multiturn_max_tokens')}"
+            f"multiturn up to {o.get('multiturn_conversations', 1)} conversations × "
+            f"{o.get('multiturn_turns')} turns on ~{o.get('multiturn_doc_tokens')}"
+            f"-token documents × max_tokens {o.get('multiturn_max_tokens')} (median per turn)"
         )
     return "; ".join(parts)
 

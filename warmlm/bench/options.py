@@ -18,6 +18,7 @@ SCENARIO_SIZES: dict[str, tuple[int, int]] = {
     "multiturn_doc_tokens": (800, 400),
     "multiturn_turns": (8, 8),
     "multiturn_max_tokens": (48, 32),
+    "multiturn_conversations": (3, 1),
     "sessions_conversations": (16, 12),
     "sessions_doc_tokens": (500, 200),
     "sessions_turns": (3, 2),
@@ -95,6 +96,7 @@ class BenchOptions:
     multiturn_doc_tokens: int = _full("multiturn_doc_tokens")
     multiturn_turns: int = _full("multiturn_turns")
     multiturn_max_tokens: int = _full("multiturn_max_tokens")
+    multiturn_conversations: int = _full("multiturn_conversations")
     sessions_conversations: int = _full("sessions_conversations")
     sessions_doc_tokens: int = _full("sessions_doc_tokens")
     sessions_turns: int = _full("sessions_turns")
@@ -200,6 +202,7 @@ def add_scenario_args(p: argparse.ArgumentParser) -> None:
     size("--multiturn-doc-tokens", "tokens of the multiturn document")
     size("--multiturn-turns", "turns of the multiturn conversation")
     size("--multiturn-max-tokens", "max_tokens of each multiturn answer")
+    size("--multiturn-conversations", "multiturn conversations, median per turn (none after 2 min)")
     size("--sessions-conversations", "conversations of sessions, over --parallel 4")
     size("--sessions-doc-tokens", "tokens of each sessions conversation's first document")
     size("--sessions-turns", "turns of each sessions conversation (first + returning)")
