@@ -13,7 +13,7 @@ from tests.conftest import SMOLLM, installed, model_path
 from tests.test_bench_single import reply
 from warmlm.bench.bracket import around, open_bracket
 from warmlm.bench.scenarios.concurrency import SCENARIO as CONCURRENCY
-from warmlm.bench.scenarios.concurrency import level_result
+from warmlm.bench.scenarios.concurrency import level_result, median_run
 from warmlm.cli import main
 
 
@@ -43,6 +43,21 @@ def test_a_level_is_divided_by_its_probes_when_it_has_them() -> None:
     assert CONCURRENCY.targets(unprobed)[0].value == pytest.approx(0.5)
 
 
+def test_a_repeated_level_reports_its_median_run_and_all_waiting() -> None:
+    runs = [
+        level_result(4, 8, [reply(11, 1.0)], raw_tps=t) for t in (10.0, 40.0, 20.0)
+    ]  # ÷ raw 1.0, 0.25, 0.5
+    runs[1]["waited_for_other"], runs[2]["errors"] = 1, ["HTTP 500"]
+    median = median_run(runs)
+    assert median["vs_raw"] == pytest.approx(0.5) and median["raw_tps"] == 20.0
+    assert [r["vs_raw"] for r in median["repeats"]] == pytest.approx([1.0, 0.25, 0.5])
+    assert median["waited_for_other"] == 1 and median["errors"] == ["HTTP 500"]
+    assert median_run(runs[:1]) is runs[0] and "repeats" not in runs[0]
+    assert "0.5 (1 · 0.25 · 0.5)" in CONCURRENCY.markdown(
+        {"max_tokens": 8, "parallel": 8, "levels": [median]}
+    )
+
+
 @pytest.mark.e2e
 def test_a_run_that_starts_warmlm_probes_around_each_request_and_level(tmp_path: Path) -> None:
     if not installed(SMOLLM):
@@ -59,6 +74,8 @@ def test_a_run_that_starts_warmlm_probes_around_each_request_and_level(tmp_path:
     assert all(r["vs_raw"] > 0 for r in single["requests"]) and single["vs_raw"] > 0
     one, four = data["results"]["concurrency"]["levels"]
     assert one["raw_tps"] is None and four["raw_tps"] > 0 and four["vs_raw"] > 0  # 4 has a goal
+    assert "repeats" not in one and len(four["repeats"]) == 3
+    assert four["vs_raw"] == sorted(r["vs_raw"] for r in four["repeats"])[1]
     targets = {t["name"]: t["value"] for t in data["targets"]}
     assert targets["single-stream decode ÷ B=1 ceiling"] == single["vs_raw"]
     assert targets["aggregate decode @4 streams ÷ B=4 ceiling"] == four["vs_raw"]

@@ -2,16 +2,19 @@
 
 A run that starts warmlm itself runs a raw B=N probe before and after each level with a goal
 (bench/bracket.py): the target divides the level's decode-phase speed by the probes around it.
+Such a level runs REPEATS times between probes (this VM's ratio of one run moves by ±10%) and
+reports the run with the median ratio.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from warmlm.bench.bracket import around, decode_target, open_bracket, probe_tps
+from warmlm.bench.bracket import Bracket, around, decode_target, open_bracket, probe_tps
 from warmlm.bench.client import ChatClient, StreamResult
 from warmlm.bench.context import BenchContext
 from warmlm.bench.markdown import fmt, ms, table
+from warmlm.bench.options import BenchOptions
 from warmlm.bench.prompts import chat, distinct_long_answers
 from warmlm.bench.scenarios.base import Needs, Result, Results, Scenario, ok
 from warmlm.bench.scenarios.ceiling import ceiling_tps
@@ -20,6 +23,7 @@ from warmlm.bench.targets import Target
 from warmlm.bench.timeline import group_stats
 
 GOALS = {4: 0.9, 8: 0.85}
+REPEATS = 3
 HEAD = (
     "streams", "aggregate tok/s", "decode-phase tok/s", "TTFT p50 ms", "TTFT p95 ms",
     "ITL p50 ms", "ITL p95 ms", "tokens", "waited", "errors", "raw B=N tok/s", "÷ raw",
@@ -47,13 +51,47 @@ def level_result(
     }
 
 
+def median_run(runs: list[Result]) -> Result:
+    """The run with the median ÷ raw, with every run's figures under `repeats` and the
+    waiting and errors of them all."""
+    if len(runs) == 1:
+        return runs[0]
+    ordered = sorted(runs, key=lambda r: (r["vs_raw"] is None, r["vs_raw"] or 0.0))
+    keys = ("aggregate_tps", "decode_aggregate_tps", "raw_tps", "vs_raw", "waited_for_other")
+    return {
+        **ordered[(len(ordered) - 1) // 2],
+        "repeats": [{k: r[k] for k in keys} for r in runs],
+        "waited_for_other": sum(r["waited_for_other"] for r in runs),
+        "errors": [e for r in runs for e in r["errors"]],
+    }
+
+
+async def bracketed_level(
+    client: ChatClient, bracket: Bracket | None, n: int, o: BenchOptions, start: int
+) -> Result:
+    """Level n, REPEATS times between raw B=n probes when it has them (prompts numbered from
+    `start`, new ones for each run), else once."""
+    after = await probe_tps(bracket, n)
+    runs = []
+    for i in range(REPEATS if after is not None else 1):
+        before = after
+        replies = await run_level(client, n, o.max_tokens, start + i * n)
+        after = await probe_tps(bracket, n)
+        runs.append(level_result(n, o.parallel, replies, around(before, after)))
+    return median_run(runs)
+
+
+def _vs_raw(r: Result) -> str:
+    each = [fmt(x["vs_raw"]) for x in r.get("repeats") or []]
+    return fmt(r.get("vs_raw")) + (f" ({' · '.join(each)})" if each else "")
+
+
 def _row(r: Result) -> list[object]:
     waited = r["waited_for_other"] if r["wait_check_applies"] else f"({r['waited_for_other']})"
     latencies = [ms(r[k]) for k in ("ttft_p50_s", "ttft_p95_s", "itl_p50_s", "itl_p95_s")]
     return [
         r["level"], fmt(r["aggregate_tps"]), fmt(r["decode_aggregate_tps"]), *latencies,
-        r["completion_tokens"], waited, len(r["errors"]), fmt(r.get("raw_tps")),
-        fmt(r.get("vs_raw")),
+        r["completion_tokens"], waited, len(r["errors"]), fmt(r.get("raw_tps")), _vs_raw(r),
     ]  # fmt: skip
 
 
@@ -74,11 +112,8 @@ class Concurrency(Scenario):
                 start = 0
                 with ctx.progress(len(o.levels), "concurrency") as bar:
                     for n in o.levels:
-                        before = await probe_tps(bracket, n)
-                        replies = await run_level(client, n, o.max_tokens, start)
-                        after = await probe_tps(bracket, n)
-                        levels.append(level_result(n, o.parallel, replies, around(before, after)))
-                        start += n
+                        levels.append(await bracketed_level(client, bracket, n, o, start))
+                        start += n * len(levels[-1].get("repeats") or [None])
                         bar.update()
         return {"max_tokens": o.max_tokens, "parallel": o.parallel, "levels": levels}
 
@@ -92,7 +127,9 @@ class Concurrency(Scenario):
             "Waited = streams whose first token came after another stream had finished "
             "(in parentheses where N > parallel, when waiting is expected). Raw B=N = the mean "
             "of raw `llama_decode` probes of N sequences run just before and just after the "
-            "level; ÷ raw = decode-phase ÷ raw.\n\n" + table(HEAD, rows)
+            "level; ÷ raw = decode-phase ÷ raw. A level with a target runs "
+            f"{REPEATS} times, a probe between runs, and its row is the run with the median "
+            "÷ raw (each run's in parentheses, in order).\n\n" + table(HEAD, rows)
         )
 
     def targets(self, results: Results) -> list[Target]:
