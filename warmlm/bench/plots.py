@@ -124,7 +124,8 @@ def plot_multiturn(data: Series, path: Path) -> Plot | None:
         "multiturn-ttft",
         "time to first token per turn",
         path,
-        "One conversation over a document; each turn resends the history.",
+        "Each turn's median over the conversations (each over its own document); each turn "
+        "resends the history.",
     )
 
 
