@@ -182,6 +182,12 @@ class Solo:
         j = next((k for k, p in enumerate(self.prefixes) if len(p) > d), len(self.prefixes) - 1)
         return min(self.margins[: j + 1], default=NEAR_TIE) < NEAR_TIE
 
+    def confident_tokens(self) -> int:
+        """How many leading tokens were chosen by a top-2 margin of at least NEAR_TIE: a server
+        reproduces those whatever batch shapes or reused KV its request runs with."""
+        first_tie = next((i for i, m in enumerate(self.margins) if m < NEAR_TIE), len(self.margins))
+        return min(first_tie, len(self.prefixes))
+
 
 class Oracle:
     """The model loaded in the test process: solo greedy references with their margins."""
@@ -237,6 +243,11 @@ def test_solo_matches_only_after_a_near_tie() -> None:
     solo = Solo("ab cd", ["ab", "ab cd"], [3.0, 0.5])
     assert solo.matches("ab cd") and solo.matches("ab xy") and not solo.matches("xy")
     assert not Solo("ab cd", ["ab", "ab cd"], [3.0, 2.0]).matches("ab xy")
+
+
+def test_confident_tokens_end_at_the_first_near_tie() -> None:
+    assert Solo("ab cd ef", ["ab", "ab cd", "ab cd ef"], [3.0, 0.5, 4.0]).confident_tokens() == 1
+    assert Solo("ab", ["ab"], [3.0, 2.0]).confident_tokens() == 1  # the end-of-turn step too
 
 
 def test_sse_helpers_split_events() -> None:

@@ -9,12 +9,13 @@ import httpx
 import openai
 import pytest
 
-from tests.test_battery_support import Oracle
+from tests.test_battery_support import Oracle, Solo
 
 pytestmark = pytest.mark.e2e
 
 GREEDY = {"temperature": 0.0, "max_tokens": 24}
 HELLO = [{"role": "user", "content": "Name three colors."}]
+FOX = [{"role": "user", "content": "Repeat exactly: The quick brown fox jumps over the lazy dog."}]
 
 
 @pytest.fixture(params=["smol", "qwen"])
@@ -87,19 +88,38 @@ def test_text_completion(url: str, api: openai.OpenAI) -> None:
 
 
 def test_stop_string_never_reaches_the_stream(url: str, api: openai.OpenAI) -> None:
-    c = api
-    msgs = [{"role": "user", "content": "Count from 1 to 10 separated by commas."}]
-    full = c.chat.completions.create(model=_model(url), messages=msgs, temperature=0, max_tokens=40)
-    text = full.choices[0].message.content or ""
-    assert "5" in text, text
-    stop = text[text.index("5") : text.index("5") + 2]
-    chunks = list(
-        c.chat.completions.create(
-            model=_model(url), messages=msgs, temperature=0, max_tokens=40, stop=[stop], stream=True
-        )
-    )
+    """A stop string across two tokens ends the reply just before it, streamed or not, and no
+    part of it reaches the client. It is taken where the solo greedy reply has had no near-tie
+    yet, so the server's replies reach it whatever KV they reuse (the same prompt asked twice
+    can otherwise part ways at a near-tie: "1, 2, 3" against "1. 1\n2. 2")."""
+    oracle = Oracle(_model(url))
+    try:
+        solo = oracle.solo(oracle.chat_tokens(FOX[0]["content"]), 24)
+    finally:
+        oracle.close()
+    stop = _stop_across_tokens(solo)
+    expected = solo.text[: solo.text.index(stop)]
+    ask = {"messages": FOX, "temperature": 0, "max_tokens": 24, "stop": [stop]}
+    full = api.chat.completions.create(model=_model(url), **ask)
+    assert (full.choices[0].message.content, full.choices[0].finish_reason) == (expected, "stop")
+    chunks = list(api.chat.completions.create(model=_model(url), stream=True, **ask))
     streamed = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
-    assert stop not in streamed and streamed == text[: text.index(stop)]
+    reasons = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
+    assert (streamed, reasons) == (expected, ["stop"]), (stop, solo.text)
+
+
+def _stop_across_tokens(solo: Solo) -> str:
+    """Three characters across a token boundary in the second half of the solo reply's confident
+    tokens (the last of one token, the first two of the next), where they first occur."""
+    n = solo.confident_tokens()
+    for i in range(n // 2, n - 1):
+        cut = len(solo.prefixes[i])
+        stop = solo.text[cut - 1 : cut + 2]
+        if cut + 2 <= len(solo.prefixes[i + 1]) and solo.text.index(stop) == cut - 1:
+            return stop
+    raise AssertionError(f"no confident token boundary in {solo.text!r} ({solo.margins})")
 
 
 def test_content_as_list_of_text_parts(url: str, api: openai.OpenAI) -> None:
