@@ -1,0 +1,160 @@
+"""`attention`: llama.cpp's two attention paths on the work a server does, raw `llama_decode`.
+
+`--flash-attn auto` (warmlm's default; llama.cpp turns flash attention on for the CPU) against
+`off` (llama-cpp-python's default): a returning turn's short prefill after a long history, alone
+in the KV and beside other cached conversations, and decode steps of several long sequences.
+Not part of `all`: it has no target, it shows what `--flash-attn` trades.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from warmlm.bench.context import BenchContext
+from warmlm.bench.markdown import fmt, ms, table
+from warmlm.bench.prompts import filler_text
+from warmlm.bench.scenarios.base import Needs, Result, Scenario
+from warmlm.bench.stats import median, rate
+
+MODES = ("auto", "off")
+N_BATCH = 512
+CTX_ALIGN = 256
+
+
+@dataclass(frozen=True)
+class AttentionPlan:
+    history: int = 1100  # tokens already in KV when the turn arrives
+    turn: int = 21  # the turn's new tokens, prefilled in one step
+    others: int = 3  # other conversations of `history` tokens cached beside it
+    batches: tuple[int, ...] = (4, 8)  # sequences decoded at once
+    depth: int = 1000  # tokens of each decoded sequence before the timed steps
+    steps: int = 16
+    repeats: int = 5
+
+    def n_ctx(self) -> int:
+        need = max(
+            (self.others + 1) * (self.history + self.turn),
+            max(self.batches) * (self.depth + self.steps + 1),
+        )
+        return -(-need // CTX_ALIGN) * CTX_ALIGN
+
+
+class AttentionProbe:
+    """A ModelRunner with a server-like context (unified KV) and the given flash attention."""
+
+    def __init__(self, path: Path, threads: int, plan: AttentionPlan, flash_attn: str) -> None:
+        from warmlm.engine.runner import ModelRunner
+
+        self.plan = plan
+        n_seq = max(plan.others + 1, *plan.batches)
+        self.runner = ModelRunner(
+            path, plan.n_ctx(), n_seq, N_BATCH, threads, flash_attn=flash_attn
+        )
+        need = max(plan.history, plan.depth) + plan.turn + plan.steps
+        text = filler_text(need, seed=5)
+        tokens = self.runner.tokenize(text, add_special=False, parse_special=False) or [0]
+        self.tokens = (tokens * (need // len(tokens) + 1))[:need]
+
+    def close(self) -> None:
+        self.runner.close()
+
+    def _decode(self, seq: int, start: int, n: int) -> None:
+        from warmlm.engine.runner import BatchToken
+
+        for lo in range(start, start + n, N_BATCH):
+            hi = min(start + n, lo + N_BATCH)
+            self.runner.decode(
+                [BatchToken(self.tokens[p], p, seq, p == hi - 1) for p in range(lo, hi)]
+            )
+
+    def turn_seconds(self, others: int) -> float:
+        """Median seconds of one `turn`-token prefill after `history` (with `others` cached)."""
+        p = self.plan
+        self.runner.clear()
+        for seq in range(others + 1):
+            self._decode(seq, 0, p.history)
+        samples = []
+        for _ in range(p.repeats):
+            t0 = time.perf_counter()
+            self._decode(0, p.history, p.turn)
+            samples.append(time.perf_counter() - t0)
+            self.runner.seq_rm(0, p.history, -1)
+        return median(samples) or 0.0
+
+    def decode_tps(self, batch: int) -> float | None:
+        """Tokens/s of `steps` steps of one token for each of `batch` sequences at `depth`."""
+        from warmlm.engine.runner import BatchToken
+
+        p = self.plan
+        self.runner.clear()
+        for seq in range(batch):
+            self._decode(seq, 0, p.depth)
+        t0 = time.perf_counter()
+        for step in range(p.steps):
+            pos = p.depth + step
+            self.runner.decode([BatchToken(self.tokens[pos], pos, s, True) for s in range(batch)])
+        return rate(batch * p.steps, time.perf_counter() - t0)
+
+
+def measure(path: Path, threads: int, plan: AttentionPlan, mode: str) -> Result:
+    probe = AttentionProbe(path, threads, plan, mode)
+    try:
+        probe.turn_seconds(0)  # the first call's one-off costs, not kept
+        return {
+            "flash_attn": mode,
+            "turn_alone_s": probe.turn_seconds(0),
+            "turn_beside_others_s": probe.turn_seconds(plan.others),
+            "decode": [{"batch": b, "tps": probe.decode_tps(b)} for b in plan.batches],
+        }
+    finally:
+        probe.close()
+
+
+class Attention(Scenario):
+    name = "attention"
+    title = "Flash attention on and off"
+    order = 15
+    in_all = False
+    needs = Needs.NOTHING
+
+    async def run(self, ctx: BenchContext) -> Result:
+        plan = AttentionPlan()
+        path = ctx.model_path()
+        modes = []
+        with ctx.progress(len(MODES), "attention") as bar:
+            for mode in MODES:
+                modes.append(measure(path, ctx.options.threads, plan, mode))
+                bar.update()
+        return {"threads": ctx.options.threads, "plan": asdict(plan), "modes": modes}
+
+    def markdown(self, result: Result) -> str:
+        p = result["plan"]
+        head = [
+            "--flash-attn",
+            f"turn after {p['history']} tokens, alone: ms",
+            f"the same, {p['others']} other conversations cached: ms",
+            *(f"decode B={b} at {p['depth']} tokens: tok/s" for b in p["batches"]),
+        ]
+        rows = [
+            [
+                m["flash_attn"],
+                ms(m["turn_alone_s"]),
+                ms(m["turn_beside_others_s"]),
+                *(fmt(d["tps"]) for d in m["decode"]),
+            ]
+            for m in result["modes"]
+        ]
+        return (
+            f"Raw `llama_decode`, {result['threads']} threads, unified KV of "
+            f"{AttentionPlan(**{**p, 'batches': tuple(p['batches'])}).n_ctx()} cells. A turn = "
+            f"{p['turn']} new tokens prefilled in one step after a {p['history']}-token history "
+            f"(median of {p['repeats']}); beside it, {p['others']} other conversations of as many "
+            "tokens cached in the KV, as a server keeps them. Decode = "
+            f"{p['steps']} steps of one token for each of B sequences of {p['depth']} tokens. "
+            "`auto` turns flash attention on for the CPU.\n\n" + table(head, rows)
+        )
+
+
+SCENARIO = Attention()
