@@ -37,6 +37,12 @@ class CeilingPlan:
         return -(-need // CTX_ALIGN) * CTX_ALIGN
 
 
+def filler_tokens(runner: ModelRunner, n: int, seed: int) -> list[int]:
+    """n tokens of `filler_text` (repeated if the text tokenizes shorter)."""
+    tokens = runner.tokenize(filler_text(n, seed), add_special=False, parse_special=False) or [0]
+    return (tokens * (n // len(tokens) + 1))[:n]
+
+
 def _chunks(items: list[BatchToken], size: int) -> Iterator[list[BatchToken]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -53,9 +59,7 @@ class CeilingProbe:
             model_path, n_ctx, max(plan.batches), plan.n_batch, threads
         )
         need = max(plan.prompt_tokens, max(plan.prefill, default=0)) + 1
-        text = filler_text(need, seed=7)
-        tokens = self.runner.tokenize(text, add_special=False, parse_special=False)
-        self.text_tokens = (tokens * (need // max(1, len(tokens)) + 1))[:need]
+        self.text_tokens = filler_tokens(self.runner, need, seed=7)
 
     def close(self) -> None:
         self.runner.close()

@@ -12,15 +12,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from warmlm.bench.ceiling import CTX_ALIGN, filler_tokens
 from warmlm.bench.context import BenchContext
 from warmlm.bench.markdown import fmt, ms, table
-from warmlm.bench.prompts import filler_text
 from warmlm.bench.scenarios.base import Needs, Result, Scenario
 from warmlm.bench.stats import median, rate
 
 MODES = ("auto", "off")
 N_BATCH = 512
-CTX_ALIGN = 256
 
 
 @dataclass(frozen=True)
@@ -32,6 +31,10 @@ class AttentionPlan:
     depth: int = 1000  # tokens of each decoded sequence before the timed steps
     steps: int = 16
     repeats: int = 5
+
+    @classmethod
+    def from_json(cls, data: dict) -> AttentionPlan:
+        return cls(**{**data, "batches": tuple(data["batches"])})
 
     def n_ctx(self) -> int:
         need = max(
@@ -53,9 +56,7 @@ class AttentionProbe:
             path, plan.n_ctx(), n_seq, N_BATCH, threads, flash_attn=flash_attn
         )
         need = max(plan.history, plan.depth) + plan.turn + plan.steps
-        text = filler_text(need, seed=5)
-        tokens = self.runner.tokenize(text, add_special=False, parse_special=False) or [0]
-        self.tokens = (tokens * (need // len(tokens) + 1))[:need]
+        self.tokens = filler_tokens(self.runner, need, seed=5)
 
     def close(self) -> None:
         self.runner.close()
@@ -148,7 +149,7 @@ class Attention(Scenario):
         ]
         return (
             f"Raw `llama_decode`, {result['threads']} threads, unified KV of "
-            f"{AttentionPlan(**{**p, 'batches': tuple(p['batches'])}).n_ctx()} cells. A turn = "
+            f"{AttentionPlan.from_json(p).n_ctx()} cells. A turn = "
             f"{p['turn']} new tokens prefilled in one step after a {p['history']}-token history "
             f"(median of {p['repeats']}); beside it, {p['others']} other conversations of as many "
             "tokens cached in the KV, as a server keeps them. Decode = "
