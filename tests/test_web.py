@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -286,6 +287,7 @@ def test_status_line_follows_a_server_start_and_the_api_key_is_asked_once(
         assert last_reply_raw(page) and page.locator(".msg .error:not([hidden])").count() == 0
     finally:
         stop_server(server)
+        shutil.rmtree(tmp_path / "cache", ignore_errors=True)  # 491 MB pytest would keep
     print(f"statuses displayed: {log}; server startup steps: {startup}")
     assert log[0] == "offline" and log[-1] == "ready"
     order = ["offline", "loading", "warming", "ready"]
