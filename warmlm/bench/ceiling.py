@@ -48,6 +48,15 @@ def _chunks(items: list[BatchToken], size: int) -> Iterator[list[BatchToken]]:
         yield items[i : i + size]
 
 
+def prefill(runner: ModelRunner, tokens: list[int], n: int, seq_ids: range, n_batch: int) -> None:
+    """tokens[:n] at positions 0..n-1 of each sequence, in batches of n_batch, logits last."""
+    from warmlm.engine.runner import BatchToken
+
+    batch = [BatchToken(tokens[p], p, s, p == n - 1) for s in seq_ids for p in range(n)]
+    for chunk in _chunks(batch, n_batch):
+        runner.decode(chunk)
+
+
 class CeilingProbe:
     """A ModelRunner with a context made like the server's: unified KV, n_seq_max ≥ max(B)."""
 
@@ -69,13 +78,7 @@ class CeilingProbe:
         self.prefill_seconds(min(16, self.plan.prompt_tokens))
 
     def _prefill(self, n: int, seq_ids: range) -> None:
-        from warmlm.engine.runner import BatchToken
-
-        batch = [
-            BatchToken(self.text_tokens[p], p, s, p == n - 1) for s in seq_ids for p in range(n)
-        ]
-        for chunk in _chunks(batch, self.plan.n_batch):
-            self.runner.decode(chunk)
+        prefill(self.runner, self.text_tokens, n, seq_ids, self.plan.n_batch)
 
     def decode_tps(self, batch: int) -> float | None:
         """Tokens/s of `tokens` steps that each decode one token of each of `batch` sequences."""

@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from warmlm.bench.ceiling import CTX_ALIGN, filler_tokens
+from warmlm.bench.ceiling import CTX_ALIGN, filler_tokens, prefill
 from warmlm.bench.context import BenchContext
 from warmlm.bench.markdown import fmt, ms, table
 from warmlm.bench.scenarios.base import Needs, Result, Scenario
@@ -61,28 +61,30 @@ class AttentionProbe:
     def close(self) -> None:
         self.runner.close()
 
-    def _decode(self, seq: int, start: int, n: int) -> None:
+    def _turn(self) -> float:
+        """Seconds of one `turn`-token step after `history` in sequence 0, then undone."""
         from warmlm.engine.runner import BatchToken
 
-        for lo in range(start, start + n, N_BATCH):
-            hi = min(start + n, lo + N_BATCH)
-            self.runner.decode(
-                [BatchToken(self.tokens[p], p, seq, p == hi - 1) for p in range(lo, hi)]
-            )
+        p = self.plan
+        positions = range(p.history, p.history + p.turn)
+        batch = [BatchToken(self.tokens[q], q, 0, q == positions[-1]) for q in positions]
+        t0 = time.perf_counter()
+        self.runner.decode(batch)
+        seconds = time.perf_counter() - t0
+        self.runner.seq_rm(0, p.history, -1)
+        return seconds
 
-    def turn_seconds(self, others: int) -> float:
-        """Median seconds of one `turn`-token prefill after `history` (with `others` cached)."""
+    def turn_seconds(self) -> tuple[float, float]:
+        """Median seconds of the turn with its history alone in KV, then with `others` cached
+        beside it (the history is prefilled once; a first, untimed turn pays one-off costs)."""
         p = self.plan
         self.runner.clear()
-        for seq in range(others + 1):
-            self._decode(seq, 0, p.history)
-        samples = []
-        for _ in range(p.repeats):
-            t0 = time.perf_counter()
-            self._decode(0, p.history, p.turn)
-            samples.append(time.perf_counter() - t0)
-            self.runner.seq_rm(0, p.history, -1)
-        return median(samples) or 0.0
+        prefill(self.runner, self.tokens, p.history, range(1), N_BATCH)
+        self._turn()
+        alone = median([self._turn() for _ in range(p.repeats)]) or 0.0
+        prefill(self.runner, self.tokens, p.history, range(1, p.others + 1), N_BATCH)
+        beside = median([self._turn() for _ in range(p.repeats)]) or 0.0
+        return alone, beside
 
     def decode_tps(self, batch: int) -> float | None:
         """Tokens/s of `steps` steps of one token for each of `batch` sequences at `depth`."""
@@ -90,8 +92,7 @@ class AttentionProbe:
 
         p = self.plan
         self.runner.clear()
-        for seq in range(batch):
-            self._decode(seq, 0, p.depth)
+        prefill(self.runner, self.tokens, p.depth, range(batch), N_BATCH)
         t0 = time.perf_counter()
         for step in range(p.steps):
             pos = p.depth + step
@@ -102,11 +103,11 @@ class AttentionProbe:
 def measure(path: Path, threads: int, plan: AttentionPlan, mode: str) -> Result:
     probe = AttentionProbe(path, threads, plan, mode)
     try:
-        probe.turn_seconds(0)  # the first call's one-off costs, not kept
+        alone, beside = probe.turn_seconds()
         return {
             "flash_attn": mode,
-            "turn_alone_s": probe.turn_seconds(0),
-            "turn_beside_others_s": probe.turn_seconds(plan.others),
+            "turn_alone_s": alone,
+            "turn_beside_others_s": beside,
             "decode": [{"batch": b, "tps": probe.decode_tps(b)} for b in plan.batches],
         }
     finally:
