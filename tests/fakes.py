@@ -34,10 +34,23 @@ class FakeRunner:
     samplers: list[FakeSampler] = field(default_factory=list)
     copies: list[tuple[int, int, int]] = field(default_factory=list)
     restored: list[tuple[int, bytes]] = field(default_factory=list)
+    idle_batches: list[list[BatchToken]] = field(default_factory=list)
+    interrupted: bool = False
 
     def decode(self, tokens: list[BatchToken]) -> None:
         assert 0 < len(tokens) <= self.n_batch
         self.batches.append(list(tokens))
+
+    def decode_interruptible(self, tokens: list[BatchToken]) -> bool:
+        assert 0 < len(tokens) <= self.n_batch
+        self.idle_batches.append(list(tokens))
+        return not self.interrupted
+
+    def interrupt(self) -> None:
+        self.interrupted = True
+
+    def clear_interrupt(self) -> None:
+        self.interrupted = False
 
     def make_sampler(self, params: SamplingParams) -> FakeSampler:
         s = FakeSampler(list(self.script))

@@ -39,3 +39,33 @@ def test_sandbox_blocks_attribute_escape() -> None:
 def test_double_bos_is_stripped() -> None:
     t = ChatTemplate("{{ bos_token }}{{ messages[0].content }}", bos_token="<s>")
     assert t.strip_leading_bos(t.render([Message("user", "x")])) == "x"
+
+
+def by_piece(text: str, add_special: bool) -> list[int]:
+    """A stand-in tokenizer: `<|...|>` markers and single characters, one token each."""
+    import re
+
+    return [hash(piece) % 1000 for piece in re.findall(r"<\|[a-z_]+\|>|.", text, re.DOTALL)]
+
+
+def test_the_next_turn_opener_is_what_follows_a_reply() -> None:
+    opener = ChatTemplate(QWEN_LIKE).next_turn_opener(by_piece)
+    assert opener == tuple(by_piece("<|im_end|>\n<|im_start|>user\n", False))
+
+
+def test_no_opener_when_earlier_turns_render_differently_once_a_turn_follows() -> None:
+    # like templates that drop earlier replies' reasoning: a reply renders otherwise once old
+    earlier_marked = (
+        "{%- for message in messages %}{{- message.role + ':' }}"
+        "{%- if not loop.last %}{{- '[old]' }}{%- endif %}{{- message.content + '\\n' }}"
+        "{%- endfor %}"
+    )
+    assert ChatTemplate(earlier_marked).next_turn_opener(by_piece) == ()
+    assert ChatTemplate("{{ raise_exception('no') }}").next_turn_opener(by_piece) == ()
+
+
+def test_no_opener_when_its_tokens_merge_with_the_next_message() -> None:
+    def merging(text: str, add_special: bool) -> list[int]:
+        return [len(text)]  # the whole text one token: nothing splits at the boundary
+
+    assert ChatTemplate(QWEN_LIKE).next_turn_opener(merging) == ()

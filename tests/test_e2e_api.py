@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -140,6 +141,25 @@ def test_max_completion_tokens_gives_length(url: str, api: openai.OpenAI) -> Non
         max_completion_tokens=3,
     )
     assert r.choices[0].finish_reason == "length" and r.usage and r.usage.completion_tokens == 3
+
+
+def test_a_turn_after_a_pause_finds_the_template_before_it_cached(
+    url: str, api: openai.OpenAI
+) -> None:
+    """While the server is idle after a reply, it prefills what the chat template writes
+    before the next user message (engine/opener.py), and the next turn reuses it."""
+    conv = [{"role": "user", "content": "Name a color."}]
+    first = api.chat.completions.create(model=_model(url), messages=conv, **GREEDY)
+    conv += [
+        {"role": "assistant", "content": first.choices[0].message.content or ""},
+        {"role": "user", "content": "And another one?"},
+    ]
+    time.sleep(0.5)  # a reader's pause: far longer than the opener's few tokens take
+    second = api.chat.completions.create(model=_model(url), messages=conv, **GREEDY)
+    assert first.usage and second.usage and second.usage.prompt_tokens_details
+    opener = 5  # ChatML's <|im_end|> \n <|im_start|> user \n, for both models
+    resident = first.usage.prompt_tokens + first.usage.completion_tokens + opener
+    assert second.usage.prompt_tokens_details.cached_tokens == resident
 
 
 def _model(url: str) -> str:

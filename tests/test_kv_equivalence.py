@@ -56,7 +56,9 @@ def engine(runner: ModelRunner, store: KVStore | None = None, reuse: bool = True
     return e
 
 
-def run(e: Engine, prompt: list[int], n: int = 1) -> tuple[Request, list[np.ndarray]]:
+def run(
+    e: Engine, prompt: list[int], n: int = 1, next_turn: tuple[int, ...] = ()
+) -> tuple[Request, list[np.ndarray]]:
     """Greedy generation of n tokens; returns the request and the logits of every step."""
     rows: list[np.ndarray] = []
     e.logits_probe = lambda req, index: rows.append(e.runner.logits(index))
@@ -65,6 +67,7 @@ def run(e: Engine, prompt: list[int], n: int = 1) -> tuple[Request, list[np.ndar
         prompt,
         SamplingParams(max_tokens=n, temperature=0.0),
         lambda ev: done.append(ev) if ev.finished else None,
+        next_turn,
     )
     e.add_request(req)
     while not done:
@@ -158,7 +161,13 @@ def recording(e: Engine) -> list[tuple[int, int]]:
         shapes.append((batch[0].pos, len(batch)))
         decode(batch)
 
+    def record_interruptible(batch: list[BatchToken]) -> bool:
+        shapes.append((batch[0].pos, len(batch)))
+        return interruptible(batch)
+
+    interruptible = e.runner.decode_interruptible
     e.runner.decode = record  # type: ignore[method-assign]
+    e.runner.decode_interruptible = record_interruptible  # type: ignore[method-assign]
     return shapes
 
 
@@ -219,3 +228,23 @@ def test_reused_and_restored_prefixes_match_a_cold_prefill(
     floor = float(np.abs(one_batch - reference).max())  # both cold: batch shapes alone
     assert float(np.abs(reused - one_batch).max()) <= max(floor, TOLERANCE) + TOLERANCE
     assert floor <= SHAPE_FLOOR
+
+
+def test_a_next_turn_opener_decoded_while_idle_matches_a_cold_prefill(runner: ModelRunner) -> None:
+    tpl = ChatTemplate(runner.chat_template(), **runner.special_tokens())
+    opener = tpl.next_turn_opener(lambda text, special: runner.tokenize(text, add_special=special))
+    assert opener == tuple(runner.tokenize("<|im_end|>\n<|im_start|>user\n", False, True))
+    e = engine(runner)
+    shapes = recording(e)
+    question = DOC + "\nWhat did the keeper log?"
+    first, _ = run(e, chat(runner, question), 24, opener)
+    assert e.idle(), "the idle engine decodes the opener after the reply"
+    first_shapes = list(shapes)
+    shapes.clear()
+    reply = runner.detokenize(first.output_tokens)
+    second, (warm,) = run(e, chat(runner, question, reply, "Which cape?"))
+    resident = len(first.prompt_tokens) + len(first.output_tokens) + len(opener)
+    assert second.cached_tokens == resident, "only the user's words and the reply header are new"
+    plan = same_shapes(first_shapes, second.cached_tokens, list(shapes))
+    reference = cold(runner, second.prompt_tokens, plan)
+    assert float(np.abs(warm - reference).max()) <= TOLERANCE

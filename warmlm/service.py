@@ -108,6 +108,7 @@ class Service:
         self.error: str | None = None
         self.engine: Engine | None = None
         self.template: ChatTemplate | None = None
+        self.next_turn: tuple[int, ...] = ()  # the template's next-turn opener, tokenized
         self._locate = locate
         self._make_config = make_config
         self._runner_factory = runner_factory or ModelRunner.from_config
@@ -183,6 +184,9 @@ class Service:
         self.info.quantization = getattr(runner, "quantization", None) or self.info.quantization
         specials = runner.special_tokens()
         self.template = ChatTemplate(runner.chat_template(), **specials)
+        self.next_turn = self.template.next_turn_opener(
+            lambda text, add_special: runner.tokenize(text, add_special=add_special)
+        )
         engine = Engine(runner, config, self.observer, _kv_store(config))
         engine.kv.reuse = config.prefix_cache
         return engine

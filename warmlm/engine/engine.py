@@ -16,6 +16,7 @@ from warmlm.engine.healing import Healer
 from warmlm.engine.kvcache import KVCache
 from warmlm.engine.kvstore import KVStore
 from warmlm.engine.observer import EngineObserver
+from warmlm.engine.opener import Openers
 from warmlm.engine.request import Request, RequestError, SamplingParams, Status, StreamEvent
 from warmlm.engine.runner import BatchToken, ModelRunner
 from warmlm.engine.scheduler import Scheduler, StepPlan
@@ -46,7 +47,8 @@ class Engine:
     """Continuous-batching generation over one llama.cpp context.
 
     Thread model: `add_request` and `abort` may be called from any thread; they post to an
-    inbox that the engine thread drains at the start of each `step`.
+    inbox that the engine thread drains at the start of each `step`. With nothing to step,
+    the thread does idle work (`idle`), which new work interrupts.
     """
 
     def __init__(
@@ -72,6 +74,8 @@ class Engine:
             config.queue_timeout,
             config.fairness,
         )
+        self.openers = Openers(self.kv)
+        self._idling = False  # an interruptible idle decode runs (guarded by _lock)
         self._inbox: list[Request] = []
         self._aborts: list[str] = []
         self._tasks: list[TaskHandle] = []
@@ -86,15 +90,22 @@ class Engine:
 
     # -- verbs ----------------------------------------------------------------------------
     def new_request(
-        self, prompt_tokens: list[int], params: SamplingParams, sink: Callable[[StreamEvent], None]
+        self,
+        prompt_tokens: list[int],
+        params: SamplingParams,
+        sink: Callable[[StreamEvent], None],
+        next_turn: tuple[int, ...] = (),
     ) -> Request:
+        """A request; `next_turn`: the chat template's opener of the turn after its reply
+        (engine/opener.py), empty for prompts that are not chats."""
         limit = self.runner.n_ctx
         if len(prompt_tokens) + params.max_tokens > limit:
             raise RequestError(
                 f"prompt ({len(prompt_tokens)} tokens) plus max_tokens ({params.max_tokens}) "
                 f"exceeds the context of {limit} tokens"
             )
-        return Request(prompt_tokens, params, sink, Detokenizer(self.runner.piece))
+        detokenizer = Detokenizer(self.runner.piece)
+        return Request(prompt_tokens, params, sink, detokenizer, next_turn=next_turn)
 
     def add_request(self, req: Request) -> None:
         with self._wake:
@@ -103,12 +114,12 @@ class Engine:
             if len(self.scheduler.waiting) + len(self._inbox) >= self.config.max_queue:
                 raise QueueFullError(f"the queue is full ({self.config.max_queue} waiting)")
             self._inbox.append(req)
-            self._wake.notify()
+            self._notify()
 
     def abort(self, request_id: str) -> None:
         with self._wake:
             self._aborts.append(request_id)
-            self._wake.notify()
+            self._notify()
 
     def step(self) -> int:
         """Run one decode step over every scheduled request; returns tokens decoded."""
@@ -132,7 +143,9 @@ class Engine:
             self._on_token(req, self.runner.sample(self._sampler(req), index))
         return len(batch)
 
-    def generate(self, prompt_tokens: list[int], params: SamplingParams) -> Completion:
+    def generate(
+        self, prompt_tokens: list[int], params: SamplingParams, next_turn: tuple[int, ...] = ()
+    ) -> Completion:
         """Blocking generation; steps the engine itself when no engine thread runs."""
         events: list[StreamEvent] = []
         done = threading.Event()
@@ -142,7 +155,7 @@ class Engine:
             if ev.finished:
                 done.set()
 
-        req = self.new_request(prompt_tokens, params, sink)
+        req = self.new_request(prompt_tokens, params, sink, next_turn)
         self.add_request(req)
         while not done.is_set():
             if self._thread is None:
@@ -153,7 +166,9 @@ class Engine:
                     raise EngineDeadError(self.failure)
         return _completion(req, events)
 
-    def submit(self, prompt_tokens: list[int], params: SamplingParams) -> EventStream:
+    def submit(
+        self, prompt_tokens: list[int], params: SamplingParams, next_turn: tuple[int, ...] = ()
+    ) -> EventStream:
         """Queue a request from the event loop; errors (bad input, full queue) raise here."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[StreamEvent] = asyncio.Queue()
@@ -161,7 +176,7 @@ class Engine:
         def sink(ev: StreamEvent) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, ev)
 
-        req = self.new_request(prompt_tokens, params, sink)
+        req = self.new_request(prompt_tokens, params, sink, next_turn)
         self.add_request(req)
         return EventStream(self, req.request_id, queue)
 
@@ -174,7 +189,7 @@ class Engine:
     def shutdown(self, timeout: float = 5.0) -> None:
         with self._wake:
             self._stopping = True
-            self._wake.notify()
+            self._notify()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
@@ -187,16 +202,49 @@ class Engine:
     def num_waiting(self) -> int:
         return len(self.scheduler.waiting) + len(self._inbox)
 
+    def idle(self) -> bool:
+        """Idle work: decode the newest finished reply's next-turn opener (engine/opener.py),
+        interrupted by any new work. False when there is nothing to do."""
+        opener = self.openers.next()
+        if opener is None:
+            return False
+        with self._lock:
+            if self._has_work():
+                return True  # the opener is dropped: new work goes first
+            self._idling = True
+            self.runner.clear_interrupt()
+        try:
+            done = self.runner.decode_interruptible(opener.batch())
+        finally:
+            with self._lock:
+                self._idling = False
+        if done:
+            self.openers.done(opener)
+            self.observer.on_cache("opener", len(opener.tokens))
+        else:
+            self.observer.on_cache("opener_interrupted")
+        return True
+
+    def _notify(self) -> None:
+        """Wake the engine thread (the caller holds _lock), interrupting its idle work."""
+        self._wake.notify()
+        if self._idling:
+            self.runner.interrupt()
+
     def _loop(self) -> None:
         while True:
             with self._wake:
-                while not self._stopping and not self._has_work():
+                while not self._stopping and not self._has_work() and not self.openers:
                     self._wake.wait()
                 if self._stopping:
                     return
+                busy = self._has_work()
             try:
-                self.step()
-                self._advance_task()
+                if busy:
+                    self.step()
+                    self._advance_task()
+                else:
+                    self.idle()
             except Exception as exc:  # the engine must report, never die silently
                 self._die(f"{type(exc).__name__}: {exc}")
                 return
@@ -221,7 +269,7 @@ class Engine:
             if self.failure is not None:
                 raise EngineDeadError(self.failure)
             self._tasks.append(handle)
-            self._wake.notify()
+            self._notify()
         return handle
 
     def run_task(self, task: EngineTask) -> object:
@@ -326,6 +374,7 @@ class Engine:
         if not req.stops.stopped:
             text += req.stops.flush()
         self._release(req)
+        self.openers.offer(req, reason)
         req.finish_reason = reason
         self.observer.on_finish(req, reason, time.monotonic() - req.arrival)
         req.sink(StreamEvent(req.request_id, text, tokens, reason, req.usage()))

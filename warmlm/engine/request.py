@@ -121,6 +121,7 @@ class Request:
     first_token_at: float | None = None
     last_token_at: float = 0.0
     sampler: Any = None
+    next_turn: tuple[int, ...] = ()  # a chat's next-turn opener (engine/opener.py), if known
     stops: StopMatcher = field(init=False)
 
     def __post_init__(self) -> None:

@@ -22,6 +22,16 @@ class EngineFailure(RuntimeError):
     """llama.cpp could not load the model or failed to decode a batch."""
 
 
+# An interruptible decode's abort callback, called by ggml after every graph node on a compute
+# thread: libc's `strlen` over a one-byte flag, so no call needs the GIL (a Python callback
+# would wait for it, up to the 5 ms switch interval, while the event loop parses a request).
+# It returns 0 or 1, which the caller reads as the bool it expects (engine/llamalog.py plays
+# the same trick with `abs`).
+_ABORT_IF_FLAGGED = ctypes.cast(ctypes.CDLL(None).strlen, llama_cpp.ggml_abort_callback)
+_NO_ABORT = llama_cpp.ggml_abort_callback()  # NULL: decodes cannot be aborted
+LLAMA_ABORTED = 2  # llama_decode's code for an aborted batch (its KV rows are removed again)
+
+
 def model_params(mmap: bool) -> Any:
     """llama.cpp's model parameters: the file mapped (the default), or read into memory."""
     params = llama_cpp.llama_model_default_params()
@@ -103,6 +113,7 @@ class ModelRunner:
         self.n_seq_max = n_seq_max
         self.mem = llama_cpp.llama_get_memory(self.ctx)
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self._abort_flag = ctypes.create_string_buffer(2)
         self._pieces: dict[int, bytes] = {}
         self._prompt_pieces: dict[int, bytes] = {}
 
@@ -212,6 +223,34 @@ class ModelRunner:
     # -- decoding -------------------------------------------------------------------------
     def decode(self, tokens: list[BatchToken]) -> None:
         """One llama_decode over the given tokens; raises EngineFailure on any error."""
+        rc = self._decode(tokens)
+        if rc != 0:
+            raise EngineFailure(f"llama_decode failed with code {rc} on {len(tokens)} tokens")
+
+    def decode_interruptible(self, tokens: list[BatchToken]) -> bool:
+        """A decode that `interrupt` (from any thread) stops within one graph node; False if
+        it was stopped, with the batch's KV rows removed again by llama.cpp. An interrupt
+        stays set, stopping later interruptible decodes too, until `clear_interrupt`."""
+        llama_cpp.llama_set_abort_callback(
+            self.ctx, _ABORT_IF_FLAGGED, ctypes.cast(self._abort_flag, ctypes.c_void_p)
+        )
+        try:
+            with silenced():  # llama.cpp logs an aborted batch as a failed one
+                rc = self._decode(tokens)
+        finally:
+            llama_cpp.llama_set_abort_callback(self.ctx, _NO_ABORT, None)
+        if rc not in (0, LLAMA_ABORTED):
+            raise EngineFailure(f"llama_decode failed with code {rc} on {len(tokens)} tokens")
+        return rc == 0
+
+    def interrupt(self) -> None:
+        """Stop the running `decode_interruptible`, or the next one to start."""
+        self._abort_flag[0] = b"\x01"
+
+    def clear_interrupt(self) -> None:
+        self._abort_flag[0] = b"\x00"
+
+    def _decode(self, tokens: list[BatchToken]) -> int:
         assert 0 < len(tokens) <= self.n_batch, "the scheduler respects the batch size"
         b = self._batch
         for i, t in enumerate(tokens):
@@ -221,9 +260,7 @@ class ModelRunner:
             b.seq_id[i][0] = t.seq_id
             b.logits[i] = t.logits
         b.n_tokens = len(tokens)
-        rc = llama_cpp.llama_decode(self.ctx, b)
-        if rc != 0:
-            raise EngineFailure(f"llama_decode failed with code {rc} on {len(tokens)} tokens")
+        return int(llama_cpp.llama_decode(self.ctx, b))
 
     def logits(self, index: int) -> np.ndarray:
         """A copy of the logits of batch token `index` of the last decode."""

@@ -99,7 +99,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     tokens = service.tokenize_chat(messages)
     meta = ChunkMeta(f"chatcmpl-{uuid.uuid4().hex[:24]}", service.info.model_name, chat=True)
     grammar = _grammar(body, engine)
-    return await _respond(engine, tokens, body, body.limit(), meta, request, grammar)
+    return await _respond(
+        engine, tokens, body, body.limit(), meta, request, grammar, service.next_turn
+    )
 
 
 def _grammar(body: ChatCompletionRequest, engine: Engine) -> str | None:
@@ -176,6 +178,7 @@ async def _respond(
     meta: ChunkMeta,
     request: Request,
     grammar: str | None = None,
+    next_turn: tuple[int, ...] = (),
 ) -> Response:
     room = engine.runner.n_ctx - len(tokens)
     if room <= 0:
@@ -190,7 +193,7 @@ async def _respond(
     if grammar is not None:
         params = dataclasses.replace(params, grammar=grammar)
     try:
-        events = engine.submit(tokens, params)
+        events = engine.submit(tokens, params, next_turn)
     except Exception as exc:
         raise to_api_error(exc) from exc
     note_request(request, id=events.request_id)

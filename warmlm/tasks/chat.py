@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,6 +19,8 @@ CHATML = (
 )
 
 ROLES = ("system", "user", "assistant")
+# stand-ins for a reply and a question, to find what the template writes between the two
+_REPLY, _QUESTION = "WarmlmReplyMarker", "WarmlmQuestionMarker"
 
 
 class TemplateRenderError(ValueError):
@@ -65,6 +67,27 @@ class ChatTemplate:
             raise
         except TemplateError as exc:
             raise TemplateRenderError(f"the chat template failed: {exc}") from exc
+
+    def next_turn_opener(self, tokenize: Callable[[str, bool], list[int]]) -> tuple[int, ...]:
+        """The tokens a template writes between an assistant reply and the next user message
+        (ChatML: `<|im_end|>\n<|im_start|>user\n`), as they tokenize inside a conversation;
+        empty if the earlier turns render differently once a turn follows them, or the tokens
+        merge across the boundary. `tokenize(text, add_special)` parses special tokens."""
+        first = [Message("user", "Hi"), Message("assistant", _REPLY)]
+        try:
+            before = self.render(first, add_generation_prompt=False)
+            after = self.render([*first, Message("user", _QUESTION)])
+        except TemplateRenderError:
+            return ()
+        end = before.find(_REPLY) + len(_REPLY)
+        if end < len(_REPLY) or after[:end] != before[:end] or after.count(_QUESTION) != 1:
+            return ()
+        head = tokenize(self.strip_leading_bos(before[:end]), True)
+        opener = tokenize(after[end : after.index(_QUESTION)], False)
+        whole = tokenize(self.strip_leading_bos(after), True)
+        if whole[: len(head) + len(opener)] != head + opener:
+            return ()
+        return tuple(opener)
 
     def strip_leading_bos(self, text: str) -> str:
         """Templates that print the BOS token would double it once the tokenizer adds its own."""
