@@ -108,6 +108,10 @@ def canned_results(slow: float, cached: bool = True) -> dict[str, Result]:
     ]
     for t, turn in enumerate(turns):
         turn["cached_tokens"] = (100 * t) if cached else None
+    paused = [  # after a pause a warm server has its next turn's opening prefilled
+        {**turn, "ttft_s": turn["ttft_s"] * (0.75 if cached and t else 1.0)}
+        for t, turn in enumerate(turns)
+    ]
     return {
         "coldstart": {
             "runs": runs,
@@ -134,6 +138,7 @@ def canned_results(slow: float, cached: bool = True) -> dict[str, Result]:
             "max_tokens": 8,
             "turns": turns,
             "last_over_first": turns[-1]["ttft_s"] / turns[0]["ttft_s"],
+            "paused": {"pause_s": 1.0, "turns": paused},
         },
     }
 
@@ -218,7 +223,11 @@ def test_comparisons_over_canned_results(tmp_path: Path) -> None:
         "8 streams: aggregate throughput",
         "multi-turn: mean TTFT of turns 2…n",
         "multi-turn: last-turn TTFT",
+        "multi-turn, 1 s pauses: mean TTFT of turns 2…n",
+        "multi-turn, 1 s pauses: last-turn TTFT",
     }
+    paused = rows["multi-turn, 1 s pauses: last-turn TTFT"]
+    assert paused.warmlm == pytest.approx(0.04 * 4 * 0.75) and paused.other is None
     # a scenario only warmlm ran: its metrics are n/a for the peer, not an error
     only = comparisons({"single": warm["single"]}, {}, "flask")
     assert only and all(c.advantage is None and "not run" in c.verdict() for c in only)

@@ -98,4 +98,9 @@ def test_multiturn_repeats_the_conversation_over_other_documents(
     for k, turn in enumerate(result["turns"]):
         assert turn["ttft_each_s"] == [first[k]["ttft_s"], second[k]["ttft_s"]]
         assert min(turn["ttft_each_s"]) <= turn["ttft_s"] <= max(turn["ttft_each_s"])
-    assert "2 conversation(s)" in (tmp_path / "bench.md").read_text()
+    paused = result["paused"]  # the same again, a reader's pause before each question
+    assert paused["pause_s"] > 0 and len(paused["conversations"]) == 2
+    assert [t["ttft_s"] > 0 for t in paused["turns"]] == [True] * 3
+    assert all(t["cached_tokens"] > t["prompt_tokens"] // 2 for t in paused["conversations"][0][1:])
+    text = (tmp_path / "bench.md").read_text()
+    assert "2 conversation(s)" in text and "s pause: prefilled" in text

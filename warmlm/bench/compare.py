@@ -33,6 +33,7 @@ from warmlm.bench.options import BenchOptions
 from warmlm.bench.peers import PeerSpec, make_peer, peer_names
 from warmlm.bench.report import RunRecord, write_docs
 from warmlm.bench.scenarios.base import Needs, Result, Scenario
+from warmlm.bench.scenarios.multiturn import PAUSE_S
 from warmlm.bench.serverproc import ServerFailed, ServerProcess, ServerSpec
 from warmlm.bench.session import run_one
 from warmlm.bench.stats import median
@@ -272,6 +273,11 @@ def _last_turn(result: Result) -> float | None:
     return turns[-1] if turns else None
 
 
+def _paused(figure: Callable[[Result], float | None]) -> Callable[[Result], float | None]:
+    """The figure of multiturn's second pass, with a reader's pause before each question."""
+    return lambda result: figure(result.get("paused") or {})
+
+
 def _level(n: int, key: str) -> Callable[[Result], float | None]:
     def get(result: Result) -> float | None:
         for level in result.get("levels") or []:
@@ -326,6 +332,14 @@ def metrics_for(scenario: str, result: Result | None) -> list[Metric]:
                 True,
             ),
             Metric(scenario, "multi-turn: last-turn TTFT", "ms", False, _last_turn, True),
+            Metric(
+                scenario, f"multi-turn, {PAUSE_S:g} s pauses: mean TTFT of turns 2…n", "ms", False,
+                _paused(_later_turns_mean), True,
+            ),
+            Metric(
+                scenario, f"multi-turn, {PAUSE_S:g} s pauses: last-turn TTFT", "ms", False,
+                _paused(_last_turn), True,
+            ),
         ]  # fmt: skip
     if scenario == "sessions":
         return [

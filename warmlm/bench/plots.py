@@ -96,22 +96,30 @@ def _save(fig: Figure, path: Path) -> None:
 
 
 # -- the plots ----------------------------------------------------------------------------------
+def _turn_line(turns: list[dict[str, Any]]) -> tuple[list[int], list[float | None]]:
+    xs = [k + 1 for k, t in enumerate(turns) if t.get("ttft_s") is not None]
+    return xs, [_ms(t["ttft_s"]) for t in turns if t.get("ttft_s") is not None]
+
+
 def plot_multiturn(data: Series, path: Path) -> Plot | None:
     lines = []
     for i, (label, results) in enumerate(data):
         r = _ok(results, "multiturn")
         if r is None:
             continue
-        turns = r.get("turns") or []
-        xs = [k + 1 for k, t in enumerate(turns) if t.get("ttft_s") is not None]
-        ys = [_ms(t["ttft_s"]) for t in turns if t.get("ttft_s") is not None]
+        color = COLORS[i % len(COLORS)]
+        xs, ys = _turn_line(r.get("turns") or [])
         if xs:
-            lines.append((label, COLORS[i % len(COLORS)], xs, ys))
+            lines.append((label, color, "-", xs, ys))
+        paused = r.get("paused") or {}
+        xs, ys = _turn_line(paused.get("turns") or [])
+        if xs:
+            lines.append((f"{label}, {paused.get('pause_s'):g} s pauses", color, "--", xs, ys))
     if not lines:
         return None
     fig, (ax,) = _figure(1)
-    for label, color, xs, ys in lines:
-        ax.plot(xs, _nan(ys), marker="o", color=color, label=label)
+    for label, color, style, xs, ys in lines:
+        ax.plot(xs, _nan(ys), marker="o", linestyle=style, color=color, label=label)
     _scale(ax, [y for *_, ys in lines for y in ys])
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("turn (the whole conversation resent each turn)")
@@ -125,7 +133,8 @@ def plot_multiturn(data: Series, path: Path) -> Plot | None:
         "time to first token per turn",
         path,
         "Each turn's median over the conversations (each over its own document); each turn "
-        "resends the history.",
+        "resends the history. Solid: each question sent the moment the answer ends; dashed: "
+        "after a reader's pause.",
     )
 
 

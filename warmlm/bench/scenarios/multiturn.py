@@ -3,10 +3,15 @@
 The conversation is repeated over other documents (each its own, so none finds another's prompt
 cached) and each turn's TTFT is the median over them: one sample of a 400 ms turn on a noisy
 machine says little. A slow server runs fewer: no conversation starts after BUDGET_S.
+
+The conversations run twice: back to back (each question sent the moment the answer ends, as
+a program would) and with a reader's pause before each question (PAUSE_S; people take
+longer), which a server may use to prepare for the next turn.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from tqdm import tqdm
@@ -14,7 +19,13 @@ from tqdm import tqdm
 from warmlm.bench.context import BenchContext
 from warmlm.bench.markdown import fmt, ms, table
 from warmlm.bench.prompts import chat
-from warmlm.bench.scenarios._conversation import Conversation, TurnClient, document, new_codes
+from warmlm.bench.scenarios._conversation import (
+    Conversation,
+    TokenScale,
+    TurnClient,
+    document,
+    new_codes,
+)
 from warmlm.bench.scenarios.base import Needs, Result, Results, Scenario, ok
 from warmlm.bench.stats import median, ratio
 from warmlm.bench.targets import Target
@@ -22,7 +33,9 @@ from warmlm.bench.targets import Target
 LAST_TO_FIRST_GOAL = 0.08
 WARMUP_PROMPT = "Say hello."
 DOC_SEED = 11
+PAUSED_DOC_SEED = 111
 BUDGET_S = 120.0
+PAUSE_S = 1.0
 
 
 def new_tokens(turn: Result) -> int | None:
@@ -47,14 +60,30 @@ def median_turns(conversations: list[list[Result]]) -> list[Result]:
 
 
 async def _conversation(
-    ctx: BenchContext, client: TurnClient, code: str, doc: str, bar: tqdm
+    ctx: BenchContext, client: TurnClient, code: str, doc: str, pause: float, bar: tqdm
 ) -> list[Result]:
     conv = Conversation(code, doc)
     turns = []
-    for _ in range(ctx.options.multiturn_turns):
+    for i in range(ctx.options.multiturn_turns):
+        if i and pause:
+            await asyncio.sleep(pause)
         turns.append((await client.turn(conv, ctx.options.multiturn_max_tokens)).to_dict())
         bar.update()
     return turns
+
+
+async def _conversations(
+    ctx: BenchContext, client: TurnClient, scale: TokenScale, seed: int, pause: float, bar: tqdm
+) -> list[list[Result]]:
+    """The conversations of one pass, each over its own document; none starts after BUDGET_S."""
+    out: list[list[Result]] = []
+    started = time.perf_counter()
+    for i, code in enumerate(new_codes(ctx.options.multiturn_conversations)):
+        if out and time.perf_counter() - started > BUDGET_S:
+            break
+        doc = document(ctx.options.multiturn_doc_tokens, scale, seed + i)
+        out.append(await _conversation(ctx, client, code, doc, pause, bar))
+    return out
 
 
 class MultiTurn(Scenario):
@@ -72,17 +101,11 @@ class MultiTurn(Scenario):
             await client.discover_model()
             await client.reply(chat(WARMUP_PROMPT), 4)  # untimed: a peer may start lazily
             scale = await client.token_scale()
-            codes = new_codes(o.multiturn_conversations)
-            conversations: list[list[Result]] = []
-            started = time.perf_counter()
-            total = o.multiturn_conversations * o.multiturn_turns
+            total = 2 * o.multiturn_conversations * o.multiturn_turns
             with ctx.progress(total, "multiturn") as bar:
-                for i, code in enumerate(codes):
-                    if conversations and time.perf_counter() - started > BUDGET_S:
-                        break
-                    doc = document(o.multiturn_doc_tokens, scale, DOC_SEED + i)
-                    conversations.append(await _conversation(ctx, client, code, doc, bar))
-        turns = median_turns(conversations)
+                conversations = await _conversations(ctx, client, scale, DOC_SEED, 0.0, bar)
+                paused = await _conversations(ctx, client, scale, PAUSED_DOC_SEED, PAUSE_S, bar)
+        turns, paused_turns = median_turns(conversations), median_turns(paused)
         return {
             "doc_tokens": o.multiturn_doc_tokens,
             "tokens_per_word": scale.per_word,
@@ -91,38 +114,50 @@ class MultiTurn(Scenario):
             "conversations": conversations,
             "turns": turns,
             "last_over_first": ratio(turns[-1]["ttft_s"], turns[0]["ttft_s"]),
+            "paused": {"pause_s": PAUSE_S, "conversations": paused, "turns": paused_turns},
         }
 
     def markdown(self, result: Result) -> str:
         n = len(result.get("conversations") or [result["turns"]])
+        paused = result.get("paused") or {}
+        pause = paused.get("pause_s")
+        after = paused.get("turns") or []
         rows = []
         for i, t in enumerate(result["turns"]):
-            cached, prompt = t["cached_tokens"], t["prompt_tokens"]
             each = t.get("ttft_each_s") or [t["ttft_s"]]
             rows.append(
                 [
                     i + 1,
-                    "—" if prompt is None else prompt,
-                    "—" if cached is None else cached,
-                    "—" if new_tokens(t) is None else new_tokens(t),
+                    _count(t["prompt_tokens"]),
+                    _count(t["cached_tokens"]),
+                    _count(new_tokens(t)),
                     ms(t["ttft_s"]),
                     " · ".join(ms(x) for x in each),
                     t["completion_tokens"],
                     t["finish_reason"] or "",
+                    *_paused_cells(after[i] if i < len(after) else None),
                 ]
             )
         head = ["turn", "prompt tokens", "cached", "prefilled", "TTFT ms (median)"]
         head += ["TTFT ms of each conversation", "answer tokens", "finish"]
+        if after:
+            head += [f"after a {pause:g} s pause: prefilled", "TTFT ms (median)"]
         estimated = "" if result["tokens_per_word_measured"] else " (length estimated)"
+        pass_note = (
+            f" The same runs again over other documents with a {pause:g} s pause before each "
+            "question (a reader's pause; people take longer), in the last two columns."
+            if after
+            else ""
+        )
         return (
             f"{n} conversation(s), one after another, each over its own document of about "
             f"{result['doc_tokens']} tokens{estimated}: the document and a question, then a new "
             "question each turn; every turn resends the whole conversation (system, questions "
-            "and the streamed answers), as OpenAI clients do. No conversation starts after "
-            f"{BUDGET_S:.0f} s. Streamed, greedy, max_tokens {result['max_tokens']}. Token "
-            "columns are the first conversation's; cached = "
-            "`usage.prompt_tokens_details.cached_tokens`; prefilled = prompt − cached. Last turn "
-            "÷ first turn TTFT (medians): "
+            "and the streamed answers), as OpenAI clients do, the moment the answer ends. No "
+            f"conversation starts after {BUDGET_S:.0f} s.{pass_note} Streamed, greedy, "
+            f"max_tokens {result['max_tokens']}. Token columns are the first conversation's; "
+            "cached = `usage.prompt_tokens_details.cached_tokens`; prefilled = prompt − cached. "
+            "Last turn ÷ first turn TTFT (medians, back to back): "
             f"{fmt(result['last_over_first'])}.\n\n" + table(head, rows)
         )
 
@@ -141,3 +176,13 @@ class MultiTurn(Scenario):
 
 
 SCENARIO = MultiTurn()
+
+
+def _count(value: int | None) -> str | int:
+    return "—" if value is None else value
+
+
+def _paused_cells(turn: Result | None) -> list[str | int]:
+    if turn is None:
+        return []
+    return [_count(new_tokens(turn)), ms(turn["ttft_s"])]
