@@ -79,7 +79,8 @@ class LocalBackend:
         assert engine is not None, "service started"
         events: queue.Queue[StreamEvent] = queue.Queue()
         params = SamplingParams(max_tokens=max_tokens, temperature=temperature)
-        req = engine.new_request(self.service.tokenize_chat(messages), params, events.put)
+        tokens = self.service.tokenize_chat(messages)
+        req = engine.new_request(tokens, params, events.put, self.service.next_turn)
         engine.add_request(req)
         try:
             while True:
