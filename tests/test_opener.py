@@ -126,3 +126,14 @@ def test_the_engine_thread_opens_replies_while_idle() -> None:
         assert done.wait(5) and req.cached_tokens == 8
     finally:
         engine.shutdown()
+
+
+def test_the_room_for_an_opener_is_kept_from_admission_on() -> None:
+    engine, runner = make_engine(script=[1, 2, 3, 4])
+    engine.kv.held = engine.kv.n_cells - (len(PROMPT) + 3 + len(OPENER))  # a full KV but this
+    engine.generate(PROMPT, greedy(3), next_turn=OPENER)  # cut by max_tokens: 1 + 3 to decode
+    assert engine.kv.cells_free == 1 + len(OPENER)
+    assert engine.idle() and len(runner.idle_batches[0]) == 1 + len(OPENER)
+    limit = engine.runner.n_ctx - len(PROMPT) - 1  # prompt + max_tokens one short of the context
+    req = engine.new_request(PROMPT, greedy(limit), lambda ev: None, OPENER)
+    assert req.next_turn == () and req.kv_reserve == engine.runner.n_ctx - 1

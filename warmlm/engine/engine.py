@@ -104,6 +104,8 @@ class Engine:
                 f"prompt ({len(prompt_tokens)} tokens) plus max_tokens ({params.max_tokens}) "
                 f"exceeds the context of {limit} tokens"
             )
+        if len(prompt_tokens) + params.max_tokens + len(next_turn) > limit:
+            next_turn = ()  # no room to keep for it
         detokenizer = Detokenizer(self.runner.piece)
         return Request(prompt_tokens, params, sink, detokenizer, next_turn=next_turn)
 

@@ -135,8 +135,9 @@ class Request:
 
     @property
     def kv_reserve(self) -> int:
-        """KV cells this request may occupy at most (prompt plus every token it may generate)."""
-        return len(self.prompt_tokens) + self.params.max_tokens
+        """KV cells this request may occupy at most: prompt, every token it may generate, and
+        its next-turn opener (so the opener finds room when the reply ends in a full KV)."""
+        return len(self.prompt_tokens) + self.params.max_tokens + len(self.next_turn)
 
     def usage(self) -> Usage:
         return Usage(len(self.prompt_tokens), len(self.output_tokens), self.cached_tokens)
