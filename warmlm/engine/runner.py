@@ -29,6 +29,7 @@ class EngineFailure(RuntimeError):
 # the same trick with `abs`).
 _ABORT_IF_FLAGGED = ctypes.cast(ctypes.CDLL(None).strlen, llama_cpp.ggml_abort_callback)
 _NO_ABORT = llama_cpp.ggml_abort_callback()  # NULL: decodes cannot be aborted
+LLAMA_NO_KV_SLOT = 1  # llama_decode found no room for the batch; nothing was changed
 LLAMA_ABORTED = 2  # llama_decode's code for an aborted batch (its KV rows are removed again)
 
 
@@ -229,8 +230,9 @@ class ModelRunner:
 
     def decode_interruptible(self, tokens: list[BatchToken]) -> bool:
         """A decode that `interrupt` (from any thread) stops within one graph node; False if
-        it was stopped, with the batch's KV rows removed again by llama.cpp. An interrupt
-        stays set, stopping later interruptible decodes too, until `clear_interrupt`."""
+        it was stopped, with the batch's KV rows removed again by llama.cpp, or found no room
+        in the KV. An interrupt stays set, stopping later interruptible decodes too, until
+        `clear_interrupt`."""
         llama_cpp.llama_set_abort_callback(
             self.ctx, _ABORT_IF_FLAGGED, ctypes.cast(self._abort_flag, ctypes.c_void_p)
         )
@@ -239,7 +241,7 @@ class ModelRunner:
                 rc = self._decode(tokens)
         finally:
             llama_cpp.llama_set_abort_callback(self.ctx, _NO_ABORT, None)
-        if rc not in (0, LLAMA_ABORTED):
+        if rc not in (0, LLAMA_NO_KV_SLOT, LLAMA_ABORTED):
             raise EngineFailure(f"llama_decode failed with code {rc} on {len(tokens)} tokens")
         return rc == 0
 
