@@ -70,7 +70,7 @@ class ChatTemplate:
 
     def next_turn_opener(self, tokenize: Callable[[str, bool], list[int]]) -> tuple[int, ...]:
         """The tokens a template writes between an assistant reply and the next user message
-        (ChatML: `<|im_end|>\n<|im_start|>user\n`), as they tokenize inside a conversation;
+        (ChatML: `<|im_end|>\\n<|im_start|>user\\n`), as they tokenize inside a conversation;
         empty if the earlier turns render differently once a turn follows them, or the tokens
         merge across the boundary. `tokenize(text, add_special)` parses special tokens."""
         first = [Message("user", "Hi"), Message("assistant", _REPLY)]
