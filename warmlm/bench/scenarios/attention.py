@@ -1,13 +1,20 @@
 """`attention`: llama.cpp's two attention paths on the work a server does, raw `llama_decode`.
 
 `--flash-attn auto` (warmlm's default; llama.cpp turns flash attention on for the CPU) against
-`off` (llama-cpp-python's default): a returning turn's short prefill after a long history, alone
-in the KV and beside other cached conversations, and decode steps of several long sequences.
-Not part of `all`: it has no target, it shows what `--flash-attn` trades.
+`off` (llama-cpp-python's default), and `auto` with upstream llama.cpp's choice of attention
+kernel (`GGML_FA_TILED_MIN_ROWS=64`, which undoes warmlm's engine patch: scripts/engine):
+a returning turn's short prefill after a long history, alone in the KV and beside other cached
+conversations, and decode steps of several long sequences. Each mode runs in its own process,
+since the patched llama.cpp reads its variable once. Not part of `all`: it has no target, it
+shows what `--flash-attn` and the patch trade.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,7 +25,12 @@ from warmlm.bench.markdown import fmt, ms, table
 from warmlm.bench.scenarios.base import Needs, Result, Scenario
 from warmlm.bench.stats import median, rate
 
-MODES = ("auto", "off")
+# name → (--flash-attn, environment of the measuring process)
+MODES: dict[str, tuple[str, dict[str, str]]] = {
+    "auto": ("auto", {}),
+    "auto, upstream kernel choice": ("auto", {"GGML_FA_TILED_MIN_ROWS": "64"}),
+    "off": ("off", {}),
+}
 N_BATCH = 512
 
 
@@ -101,7 +113,8 @@ class AttentionProbe:
 
 
 def measure(path: Path, threads: int, plan: AttentionPlan, mode: str) -> Result:
-    probe = AttentionProbe(path, threads, plan, mode)
+    flash_attn, _ = MODES[mode]
+    probe = AttentionProbe(path, threads, plan, flash_attn)
     try:
         alone, beside = probe.turn_seconds()
         return {
@@ -112,6 +125,26 @@ def measure(path: Path, threads: int, plan: AttentionPlan, mode: str) -> Result:
         }
     finally:
         probe.close()
+
+
+def measure_in_process(path: Path, threads: int, plan: AttentionPlan, mode: str) -> Result:
+    """`measure` in a fresh Python process with the mode's environment."""
+    args = json.dumps([str(path), threads, asdict(plan), mode])
+    code = "from warmlm.bench.scenarios.attention import child; child()"
+    env = {**os.environ, **MODES[mode][1]}
+    done = subprocess.run(
+        [sys.executable, "-c", code, args], env=env, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"attention probe '{mode}' failed: {done.stderr.strip()[-2000:]}")
+    result: Result = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def child() -> None:
+    """The measuring process: arguments as JSON in argv[1], the result as JSON on stdout."""
+    path, threads, plan, mode = json.loads(sys.argv[1])
+    print(json.dumps(measure(Path(path), threads, AttentionPlan.from_json(plan), mode)))
 
 
 class Attention(Scenario):
@@ -127,7 +160,7 @@ class Attention(Scenario):
         modes = []
         with ctx.progress(len(MODES), "attention") as bar:
             for mode in MODES:
-                modes.append(measure(path, ctx.options.threads, plan, mode))
+                modes.append(measure_in_process(path, ctx.options.threads, plan, mode))
                 bar.update()
         return {"threads": ctx.options.threads, "plan": asdict(plan), "modes": modes}
 
@@ -155,7 +188,10 @@ class Attention(Scenario):
             f"(median of {p['repeats']}); beside it, {p['others']} other conversations of as many "
             "tokens cached in the KV, as a server keeps them. Decode = "
             f"{p['steps']} steps of one token for each of B sequences of {p['depth']} tokens. "
-            "`auto` turns flash attention on for the CPU.\n\n" + table(head, rows)
+            "`auto` turns flash attention on for the CPU; *upstream kernel choice* runs it with "
+            "`GGML_FA_TILED_MIN_ROWS=64`, llama.cpp's own choice of attention kernel without "
+            "warmlm's engine patch (scripts/engine/README.md). Each mode runs in its own "
+            "process.\n\n" + table(head, rows)
         )
 
 
