@@ -6,7 +6,17 @@ cold prefill up to a near-tie.
 (nothing reused, every token recomputed), the logits match within TOLERANCE. Computed in one
 batch, they differ by more: llama.cpp's batched kernels round differently for other batch
 shapes (a floor of about 0.3 here for this prompt, with or without any cache), so against
-that run the tests ask for the same top token and replies equal up to a near-tie."""
+that run the tests ask for the same top token and replies equal up to a near-tie.
+
+Where the KV cells sit matters too. Flash attention's tiled kernel, which llama.cpp runs for
+64 or more query rows and warmlm's engine build also for a short prompt chunk of one sequence
+(scripts/engine), takes the KV in tiles of 64 cells, so its rounding follows where a
+sequence's cells fall against those tiles. A prefix restored from the RAM tier while other
+conversations hold cells lands elsewhere than the cold run's, and its next turn's logits
+differ from the cold ones by that rounding (0.28-0.34 measured), not by the cache: there the
+tests ask for LAYOUT_FLOOR and the same top token. The disk tier restores into an empty KV,
+the same cells as the cold run, so it is held to TOLERANCE: that is the exact check of the
+state round trip both tiers share."""
 
 from __future__ import annotations
 
@@ -30,6 +40,7 @@ DOC = "The lighthouse keeper logged every ship that passed the northern cape. " 
 NEAR_TIE = 1.0
 TOLERANCE = 0.05
 SHAPE_FLOOR = 1.0  # one batch vs the warm path's batches: llama.cpp rounding, not the cache
+LAYOUT_FLOOR = 1.0  # the same batches in other KV cells (a RAM-tier restore beside others)
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +113,8 @@ def test_reused_evicted_and_restart_restored_prefixes_match(
     assert e.kv.stats["saved"] >= 1
     restored_req, (restored,) = run(e, second)
     assert e.kv.stats["restores"] == 1 and restored_req.cached_tokens == reused_req.cached_tokens
-    assert float(np.abs(restored - reused).max()) <= TOLERANCE
+    assert float(np.abs(restored - reused).max()) <= LAYOUT_FLOOR
+    assert int(np.argmax(restored)) == int(np.argmax(reused))
 
     disk = tmp_path / "kv"
     e = engine(runner, KVStore(fp, 0, disk, 1 << 30))
@@ -222,8 +234,8 @@ def test_reused_and_restored_prefixes_match_a_cold_prefill(
     reference = cold(runner, second, plan)  # nothing reused: every token recomputed
     widest = [(p, min(runner.n_batch, len(second) - p)) for p in range(0, len(second), 512)]
     one_batch = cold(runner, second, widest)  # as few batches as the context allows
-    for warm in (reused, restored, from_disk):
-        assert float(np.abs(warm - reference).max()) <= TOLERANCE
+    for warm, bound in ((reused, TOLERANCE), (restored, LAYOUT_FLOOR), (from_disk, TOLERANCE)):
+        assert float(np.abs(warm - reference).max()) <= bound
         assert int(np.argmax(warm)) == int(np.argmax(one_batch))
     floor = float(np.abs(one_batch - reference).max())  # both cold: batch shapes alone
     assert float(np.abs(reused - one_batch).max()) <= max(floor, TOLERANCE) + TOLERANCE
