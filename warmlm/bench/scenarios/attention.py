@@ -131,7 +131,8 @@ def measure_in_process(path: Path, threads: int, plan: AttentionPlan, mode: str)
     """`measure` in a fresh Python process with the mode's environment."""
     args = json.dumps([str(path), threads, asdict(plan), mode])
     code = "from warmlm.bench.scenarios.attention import child; child()"
-    env = {**os.environ, **MODES[mode][1]}
+    env = {k: v for k, v in os.environ.items() if k != "GGML_FA_TILED_MIN_ROWS"}
+    env.update(MODES[mode][1])  # a variable set in the shell must not turn every mode into one
     done = subprocess.run(
         [sys.executable, "-c", code, args], env=env, capture_output=True, text=True, check=False
     )
