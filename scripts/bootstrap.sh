@@ -7,7 +7,7 @@ extras="${1:-models}"
 py="${PYTHON:-python3}"
 "$py" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "warmlm needs Python >= 3.11")'
 [ -x .venv/bin/python ] || "$py" -m venv .venv
-stamp=".venv/.warmlm-installed-$(cat pyproject.toml scripts/bootstrap.sh scripts/engine/* | sha256sum | cut -c1-16)-${extras//,/-}"
+stamp=".venv/.warmlm-installed-$(cat pyproject.toml scripts/bootstrap.sh scripts/engine/*.patch scripts/engine/wheel.sh | sha256sum | cut -c1-16)-${extras//,/-}"
 if [ ! -f "$stamp" ]; then
   echo "warmlm: installing (llama-cpp-python compiles on first install, ~6 min) ..." >&2
   .venv/bin/python -m pip install --quiet --upgrade pip

@@ -13,6 +13,7 @@ upstream's choice), so each side runs in its own subprocess."""
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import re
 import subprocess
@@ -33,12 +34,13 @@ NEAR_TIE = 1.0  # a top token may differ where upstream's top two logits are thi
 SLACK = 1.5  # patched vs upstream may differ by this × upstream vs no flash attention (≤ 1.09×)
 
 PROBE = """
+import json
 import sys
 import numpy as np
 from pathlib import Path
 from warmlm.engine.runner import BatchToken, ModelRunner
 
-path, out, chunks = Path(sys.argv[1]), sys.argv[2], eval(sys.argv[3])  # chunks: a repr
+path, out, chunks = Path(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
 r = ModelRunner(path, n_ctx=2048, n_seq_max=2, n_batch=512, threads=2, flash_attn=sys.argv[4])
 text = " ".join(f"Entry {i}: the keeper logged ship number {i * 7 % 13}." for i in range(200))
 tokens = r.tokenize(text)
@@ -64,7 +66,15 @@ def test_the_installed_engine_is_the_patched_build() -> None:
 def logits(model: str, tmp: Path, min_rows: str, flash_attn: str = "on") -> np.ndarray:
     out = tmp / f"logits-{min_rows}-{flash_attn}.npy"
     env = {**os.environ, "GGML_FA_TILED_MIN_ROWS": min_rows}
-    cmd = [sys.executable, "-c", PROBE, str(model_path(model)), str(out), repr(CHUNKS), flash_attn]
+    cmd = [
+        sys.executable,
+        "-c",
+        PROBE,
+        str(model_path(model)),
+        str(out),
+        json.dumps(CHUNKS),
+        flash_attn,
+    ]
     subprocess.run(cmd, env=env, cwd=ROOT, check=True, timeout=600)
     return np.load(out)
 
